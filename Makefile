@@ -1,0 +1,60 @@
+# All set-up is here: `make demo` and `make test` create the environment when
+# it is missing. TF selects the TensorFlow line: 2.21 (default, with tf_keras)
+# or 2.15 (Keras 2 built in), each in its own virtual environment.
+TF ?= 2.21
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+ifeq ($(TF),2.21)
+VENV ?= .venv
+else
+VENV ?= .venv-tf$(TF)
+endif
+BIN := $(VENV)/bin
+REQUIREMENTS := requirements/tf$(TF).txt
+STAMP := $(VENV)/.installed-tf$(TF)
+# TensorFlow's C++ start-up chatter hides the output that matters.
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help venv test selftest lint demo bench examples check clean
+
+help:
+	@echo "make demo      train on sklearn digits, write out/demo/{features.png,metrics.csv}"
+	@echo "make test      create $(VENV) if missing and run the tests (TF=$(TF))"
+	@echo "make test TF=2.15   the same on TensorFlow 2.15"
+	@echo "make selftest  python -m cl"
+	@echo "make lint      ruff"
+	@echo "make bench     cost of center loss vs softmax and other formulations"
+	@echo "make examples  run every legacy_examples/ script"
+
+$(STAMP): $(REQUIREMENTS) requirements/dev.txt setup.py
+	@test -f $(REQUIREMENTS) || { echo "TF=$(TF): no $(REQUIREMENTS); use TF=2.21 or TF=2.15"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r $(REQUIREMENTS) -r requirements/dev.txt
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+venv: $(STAMP)
+
+test: venv
+	$(BIN)/python -m pytest tests
+
+selftest: venv
+	$(BIN)/python -m cl
+
+lint: venv
+	$(BIN)/ruff check cl tests legacy_examples bench setup.py
+
+demo: venv
+	$(BIN)/python -m cl.demo --out out/demo
+
+bench: venv
+	$(BIN)/python bench/bench.py --out out/bench
+
+examples: venv
+	@for script in legacy_examples/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+check: lint test
+
+clean:
+	rm -rf .venv .venv-tf* out build dist *.egg-info .pytest_cache .ruff_cache
