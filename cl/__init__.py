@@ -8,8 +8,7 @@ The math is in `cl.formulas`, the graph ops in `cl.ops`, Keras in
 
 from cl._version import __version__
 from cl.formulas import center_update, per_sample_center_loss
-from cl.ops import (categorical_accuracy, center_loss, get_centers, loss,
-                    softmax_center_loss, softmax_loss)
+from cl.ops import categorical_accuracy, center_loss, get_centers, loss, softmax_center_loss, softmax_loss
 
 # The blog's constants. Read at call time by `loss` and `center_loss`, so
 # `cl.NUM_CLASSES = 10` before compiling takes effect.

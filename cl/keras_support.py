@@ -212,7 +212,7 @@ def center_metrics(loss=None):
         if loss is None:
             classes = ops.check_num_classes(ops._package_default(None, "NUM_CLASSES"))
             table = ops.centers_variable(classes, tf.compat.dimension_value(y_pred.shape[-1]),
-                                         owner=ops.default_owner())
+                                         owner=ops.owner_of(compat.keras_model_being_compiled()))
         else:
             classes, table = loss.num_classes, loss._table(y_pred)
         labels = class_ids(y_true, classes, "center metrics")
@@ -247,7 +247,7 @@ def centers_of(model):
 
 
 def attach_centers(model, centers):
-    """Makes `centers` part of `model`: initialised, and in its checkpoints.
+    """Makes `centers` part of `model`: initialised by Keras, in its checkpoints.
 
     Called when Keras compile builds a cl loss. Tracks the table as a
     checkpoint dependency (TF-format save_weights, ModelCheckpoint,
@@ -261,7 +261,10 @@ def attach_centers(model, centers):
     tables.append(centers)
     name = "cl_centers" if len(tables) == 1 else f"cl_centers_{len(tables) - 1}"
     model._track_trackable(centers, name=name, overwrite=True)
-    _initialise_missing(model, [centers])
+    # Keras initialises the variables it tracks, if still uninitialised, the
+    # next time it takes its session (fit, evaluate, predict): no session
+    # run in the middle of compile, and loaded weights are never wiped.
+    compat.keras_backend(model).track_variable(centers)
     _wrap_saving(model)
 
 
@@ -385,9 +388,10 @@ def _wrap_saving(model):
             save_centers(model, filepath)
         else:
             warnings.warn(
-                "cl: model.save to this format does not carry the cl centers in "
-                "graph mode; use cl.save_model(model, 'model.h5') and "
-                "cl.load_model('model.h5').", stacklevel=2)
+                "cl: a model saved in this format comes back from load_model "
+                "with zero centers in graph mode. Use cl.save_model(model, "
+                "'model.h5') and cl.load_model('model.h5'), or save_weights.",
+                stacklevel=2)
         return result
 
     for name, method in (("save_weights", save_weights_with_centers),

@@ -67,8 +67,8 @@ def _check_features(features, what):
     return dim
 
 
-def _check_labels(labels, features, num_classes, what):
-    """Static checks now; returns the run-time assertions for the rest."""
+def _check_labels(labels, features, what):
+    """What can be checked on labels while the graph is built."""
     if not labels.dtype.is_integer:
         raise TypeError(
             f"{what}: labels must be int32 or int64 class ids of shape [batch];"
@@ -84,6 +84,11 @@ def _check_labels(labels, features, num_classes, what):
         raise ValueError(
             f"{what}: labels and features must have the same batch size; "
             f"received labels {labels.shape} and features {features.shape}.")
+
+
+def _label_assertions(labels, features, num_classes, what):
+    """Run-time checks; the gather and scatter wait for them, so a bad batch
+    changes no center row (on GPUs tf.gather returns zeros, not an error)."""
     in_range = tf.logical_and(labels >= 0, labels < num_classes)
     return [
         tf.compat.v1.assert_equal(
@@ -103,10 +108,9 @@ def _check_labels(labels, features, num_classes, what):
     ]
 
 
-def default_owner():
+def owner_of(model):
     """Owner of a table made without an explicit one: the Keras model being
     compiled (so two models never share), or None for raw TF1 code."""
-    model = compat.keras_model_being_compiled()
     return None if model is None else ("keras model", id(model))
 
 
@@ -223,15 +227,15 @@ def center_loss(labels, features, alpha=None, num_classes=None, name=None,
         features = tf.convert_to_tensor(features, name="features")
         labels = tf.convert_to_tensor(labels, name="labels")
         dim = _check_features(features, what)
-        checks = _check_labels(labels, features, num_classes, what)
+        _check_labels(labels, features, what)
+        model = compat.keras_model_being_compiled()
         if centers is None:
             centers = centers_variable(num_classes, dim, name or DEFAULT_SCOPE,
-                                       owner=default_owner())
+                                       owner=owner_of(model))
         elif tuple(centers.shape.as_list()) != (num_classes, dim):
             raise ValueError(
                 f"{what}: centers must have shape [num_classes={num_classes}, "
                 f"dim={dim}]; received {centers.shape}.")
-        model = compat.keras_model_being_compiled()
         if model is not None:
             # Built by Keras compile: update only in training steps, and make
             # the table part of the model's checkpoints.
@@ -241,6 +245,7 @@ def center_loss(labels, features, alpha=None, num_classes=None, name=None,
                 training = compat.keras_backend(model).learning_phase()
         compute_dtype = tf.float64 if features.dtype == tf.float64 else tf.float32
         features = tf.cast(features, compute_dtype)
+        checks = _label_assertions(labels, features, num_classes, what)
         checks.append(_initialised_check(centers))
         with tf.control_dependencies(checks):
             labels = tf.identity(labels)

@@ -1,0 +1,83 @@
+"""`python -m cl`: a session-based self-test of the center loss op.
+
+Builds the op in a TF1 graph on random data (duplicate labels, absent
+classes, batch size unknown at build time), runs it in a
+tf.compat.v1.Session for several steps and compares the loss, its gradient
+and the centers with a numpy version of the paper's formulas. Prints a short
+report and exits non-zero on any failure.
+"""
+
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+import cl
+
+NUM_CLASSES, DIM, BATCH, STEPS, ALPHA = 12, 6, 32, 10, 0.5
+TOLERANCE = 1e-5
+
+
+def numpy_step(labels, features, centers, alpha):
+    """The paper's loss and center update, in numpy."""
+    loss = 0.5 * np.sum((features - centers[labels]) ** 2, axis=1)
+    new = centers.copy()
+    for j in np.unique(labels):
+        members = features[labels == j]
+        new[j] -= alpha * np.sum(centers[j] - members, axis=0) / (1 + len(members))
+    return loss, new
+
+
+def main():
+    rng = np.random.default_rng(2016)
+    graph = tf.Graph()
+    with graph.as_default():
+        labels = tf.compat.v1.placeholder(tf.int64, [None], name="labels")
+        features = tf.compat.v1.placeholder(tf.float32, [None, DIM], name="features")
+        loss = cl.center_loss(labels, features, alpha=ALPHA, num_classes=NUM_CLASSES)
+        gradient = tf.gradients(tf.reduce_sum(loss), features)[0]
+        centers = cl.get_centers()
+        init = tf.compat.v1.global_variables_initializer()
+
+    expected = np.zeros((NUM_CLASSES, DIM), np.float32)
+    errors = {"loss": 0.0, "gradient": 0.0, "centers": 0.0}
+    with tf.compat.v1.Session(graph=graph) as session:
+        session.run(init)
+        for _ in range(STEPS):
+            # Classes 0..NUM_CLASSES-3 only: the last two stay absent.
+            batch_labels = rng.integers(0, NUM_CLASSES - 2, BATCH)
+            batch_features = (rng.normal(size=(BATCH, DIM)) + batch_labels[:, None]).astype(np.float32)
+            got_loss, got_gradient = session.run(
+                [loss, gradient], {labels: batch_labels, features: batch_features})
+            want_loss, new_expected = numpy_step(batch_labels, batch_features, expected, ALPHA)
+            errors["loss"] = max(errors["loss"], np.max(np.abs(got_loss - want_loss) / (1 + want_loss)))
+            errors["gradient"] = max(errors["gradient"], np.max(np.abs(
+                got_gradient - (batch_features - expected[batch_labels]))))
+            expected = new_expected
+            errors["centers"] = max(errors["centers"], np.max(np.abs(session.run(centers) - expected)))
+        final = session.run(centers)
+
+    kind = "ref" if centers.dtype._is_ref_dtype else "resource"
+    checks = [
+        ("loss shape is [batch]", got_loss.shape == (BATCH,)),
+        ("centers variable", centers.name == "center_loss/centers:0"
+         and tuple(centers.shape.as_list()) == (NUM_CLASSES, DIM)
+         and centers not in graph.get_collection(tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES)),
+        (f"loss vs numpy (max rel err {errors['loss']:.2e})", errors["loss"] < TOLERANCE),
+        (f"gradient vs numpy (max err {errors['gradient']:.2e})", errors["gradient"] < TOLERANCE),
+        (f"centers vs numpy over {STEPS} steps (max err {errors['centers']:.2e})",
+         errors["centers"] < TOLERANCE),
+        ("absent classes untouched", not np.any(final[-2:])),
+    ]
+    print(f"cl {cl.__version__} self-test on TensorFlow {tf.__version__}: center_loss, "
+          f"num_classes={NUM_CLASSES}, dim={DIM}, batch={BATCH}, alpha={ALPHA}, {STEPS} steps, "
+          f"centers: {kind} variable")
+    for description, ok in checks:
+        print(f"  {'ok  ' if ok else 'FAIL'} {description}")
+    passed = all(ok for _, ok in checks)
+    print("PASS" if passed else "FAIL")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
