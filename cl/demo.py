@@ -21,6 +21,7 @@ import argparse
 import csv
 import os
 import time
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -41,7 +42,7 @@ def parse_args(argv=None):
         prog="python -m cl.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="out/demo", help="output folder")
     parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument("--lambdas", default="0.01,0.1,1",
+    parser.add_argument("--lambdas", default="0.001,0.01,0.1",
                         help="comma-separated center loss weights; lambda 0 "
                              "(softmax alone) always runs first")
     parser.add_argument("--data", help="a .npz with arrays x [n, ...] and y (int "
@@ -190,6 +191,8 @@ def main(argv=None):
     args = parse_args(argv)
     # cl's ops are TF1 graph ops: no eager execution.
     tf.compat.v1.disable_eager_execution()
+    # Keras 2's graph-mode predict warns about its own internals on every call.
+    warnings.filterwarnings("ignore", message="`Model.state_updates`")
     keras = compat.keras_module()
     data = load_data(args.data, args.seed)
     os.makedirs(args.out, exist_ok=True)

@@ -5,11 +5,11 @@ import warnings
 
 import numpy as np
 import pytest
+import reference
 import tensorflow as tf
 from conftest import backend, keras, run_python
 
 import cl
-import reference
 
 C, D_IN = 4, 6
 
