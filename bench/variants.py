@@ -27,7 +27,9 @@ The center term on its own (no FC, no softmax):
                       with a per-class table can do per step.
 """
 
+import hashlib
 import time
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -175,11 +177,14 @@ def build_dense_distmat_term(batch, dim, num_classes):
 def build_floor_gather_scatter(batch, dim, num_classes):
     """ResourceGather of B rows, ResourceScatterSub of B rows, nothing else.
 
-    Neither op reads the whole table, and no dense read of it exists in the
-    graph: a dense read alive while the scatter runs would make the scatter
-    copy all C x D floats first (copy-on-write). So the step ends on the
-    scatter op itself; `tf.compat.v1.scatter_sub` would return a variable
-    whose graph element is such a dense read.
+    No dense read of the table runs in the step. A dense read whose output is
+    still alive when the scatter runs (say `tf.gather(table.read_value(),
+    labels)`) makes the scatter copy all C x D floats first (copy-on-write:
+    about 10 ms a step at C=100000 on 2 cores, against 0.3 ms), and once a
+    sparse op has touched the table every dense read copies it. So the step
+    is the scatter op itself: `tf.compat.v1.scatter_sub` on a resource
+    variable returns a variable whose graph element is a dense read, which
+    fetching (or a control dependency on its tensor) would run.
     """
     labels = batch_labels(batch, num_classes)
     features = fixed_features(batch, dim, trainable=False)
@@ -257,6 +262,26 @@ def reset_peak_rss():
         pass
 
 
+def checksum(table):
+    """float64 sum of the table's first rows, to see that the steps moved it.
+
+    A dense read, sliced: a gather before the first step would switch the
+    table to copy-on-read mode early, and every dense read in the distance
+    matrix steps would then copy it (seen: +390 MB and 5% slower at
+    C=100000). float64 and few rows: a float32 sum of 51M numbers would miss
+    the tiny steps Momentum takes on a trainable table.
+    """
+    return tf.reduce_sum(tf.cast(table.value()[:4096], tf.float64))
+
+
+def cl_sources_sha256():
+    """Short hash of the cl sources measured (cl is being edited meanwhile)."""
+    digest = hashlib.sha256()
+    for module in ("ops.py", "formulas.py"):
+        digest.update((Path(cl.__file__).parent / module).read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def serve(connection, variant, num_classes, batch, dim):
     """Worker loop: builds `variant` in this process, then obeys the driver.
 
@@ -269,7 +294,7 @@ def serve(connection, variant, num_classes, batch, dim):
     with graph.as_default():
         tf.compat.v1.set_random_seed(0)
         step, centers, optimizer = BUILDERS[variant](batch, dim, num_classes)
-        checksum = [tf.reduce_sum(table) for table in centers]
+        checksums = [checksum(table) for table in centers]
         init = tf.compat.v1.global_variables_initializer()
         graph.finalize()
     # allow_growth: on a GPU, the variants' processes share the device.
@@ -277,7 +302,7 @@ def serve(connection, variant, num_classes, batch, dim):
     config.gpu_options.allow_growth = True
     with tf.compat.v1.Session(graph=graph, config=config) as session:
         session.run(init)
-        before = session.run(checksum)
+        before = session.run(checksums)
         rss_before_steps = memory_mb("VmRSS")
         init_peak = memory_mb("VmHWM")
         reset_peak_rss()
@@ -286,11 +311,9 @@ def serve(connection, variant, num_classes, batch, dim):
             start = time.perf_counter()
             session.run(step)
             connection.send(time.perf_counter() - start)
-        # Read the peak before the checksum below, whose dense read of a table
-        # in copy-on-read mode would copy all of it.
         peak_rss = memory_mb("VmHWM")
         # The steps did move the centers (cl's update rides on its loss tensor).
-        centers_moved = all(a != b for a, b in zip(before, session.run(checksum)))
+        centers_moved = all(a != b for a, b in zip(before, session.run(checksums)))
     devices = [d.device_type for d in tf.config.list_logical_devices()]
     connection.send({
         "peak_rss_mb": peak_rss and round(peak_rss, 1),
@@ -300,6 +323,7 @@ def serve(connection, variant, num_classes, batch, dim):
         "centers_moved": centers_moved if centers else None,
         "device": "GPU" if "GPU" in devices else "CPU",
         "tensorflow": tf.__version__,
+        "cl": f"{cl.__version__} (ops.py+formulas.py sha256 {cl_sources_sha256()})",
         "optimizer": f"Momentum(lr={LEARNING_RATE}, momentum={MOMENTUM})",
         "lambda": LAMBDA,
         "alpha": ALPHA,

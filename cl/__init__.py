@@ -20,7 +20,7 @@ LAMBDA = 0.0005
 _KERAS_NAMES = (
     "CenterLoss", "SoftmaxCenterLoss", "SparseSoftmaxLoss", "compile_model",
     "initialize", "center_metrics", "centers_of", "custom_objects",
-    "save_model", "load_model", "save_centers", "load_centers",
+    "save_model", "load_model", "save_centers", "load_centers", "accuracy",
 )
 
 

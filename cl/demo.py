@@ -37,22 +37,26 @@ CSV_COLUMNS = ["lambda", "test_accuracy", "intra_class_distance",
                "inter_center_distance", "ratio"]
 
 
+def positive_floats(text):
+    values = [float(value) for value in text.split(",")]
+    if any(value <= 0 for value in values):
+        raise argparse.ArgumentTypeError(
+            f"must be positive, received {text!r} (lambda 0 always runs first)")
+    return values
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m cl.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="out/demo", help="output folder")
     parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument("--lambdas", default="0.001,0.01,0.1",
-                        help="comma-separated center loss weights; lambda 0 "
-                             "(softmax alone) always runs first")
+    parser.add_argument("--lambdas", type=positive_floats, default=[0.001, 0.01, 0.1],
+                        help="comma-separated center loss weights (default "
+                             "0.001,0.01,0.1); softmax alone always runs first")
     parser.add_argument("--data", help="a .npz with arrays x [n, ...] and y (int "
                                        "labels) to use instead of the digits")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    args.lambdas = [float(value) for value in args.lambdas.split(",") if value.strip()]
-    if any(value <= 0 for value in args.lambdas):
-        parser.error("--lambdas must be positive (lambda 0 always runs)")
-    return args
+    return parser.parse_args(argv)
 
 
 def load_data(path, seed):
@@ -82,10 +86,12 @@ def build_model(keras, input_dim, num_classes):
 
     Without a bias each logit is <w_j, x>, so softmax alone separates classes
     by angle and the features fan out radially, as in the paper's figure.
+    Three hidden layers: with two, softmax alone gave blobs more than fans.
     """
     inputs = keras.Input((input_dim,))
-    hidden = keras.layers.Dense(256, activation="relu")(inputs)
-    hidden = keras.layers.Dense(128, activation="relu")(hidden)
+    hidden = inputs
+    for units in (256, 256, 128):
+        hidden = keras.layers.Dense(units, activation="relu")(hidden)
     embedding = keras.layers.Dense(2, name="embedding")(hidden)
     logits = keras.layers.Dense(num_classes, use_bias=False, name="logits")(embedding)
     return inputs, logits, embedding
@@ -103,10 +109,10 @@ def train(keras, lambda_, data, epochs, seed):
     inputs, logits, embedding = build_model(keras, x_train.shape[1], num_classes)
     optimizer = keras.optimizers.legacy.Adam(learning_rate=LEARNING_RATE)
     # 'accuracy' would pick categorical accuracy for a custom loss: name it.
-    accuracy = ["sparse_categorical_accuracy"]
+    metrics = ["sparse_categorical_accuracy"]
     if lambda_ == 0:
         model = keras.Model(inputs, logits)
-        model.compile(optimizer, loss=cl.SparseSoftmaxLoss(), metrics=accuracy)
+        model.compile(optimizer, loss=cl.SparseSoftmaxLoss(), metrics=metrics)
         targets = y_train
     else:
         model = keras.Model(inputs, [logits, embedding])
@@ -115,20 +121,19 @@ def train(keras, lambda_, data, epochs, seed):
             model, optimizer,
             loss={"logits": cl.SparseSoftmaxLoss(), "embedding": center},
             loss_weights={"logits": 1.0, "embedding": lambda_},
-            metrics={"logits": accuracy, "embedding": cl.center_metrics(center)})
+            metrics={"logits": metrics, "embedding": cl.center_metrics(center)})
         targets = {"logits": y_train, "embedding": y_train}
     model.fit(x_train, targets, batch_size=BATCH_SIZE, epochs=epochs, verbose=2)
 
-    features = keras.Model(inputs, embedding)
-    train_features = features.predict(x_train, batch_size=512)
-    test_features = features.predict(x_test, batch_size=512)
-    predicted = keras.Model(inputs, logits).predict(x_test, batch_size=512).argmax(axis=1)
+    test_logits, test_features = keras.Model(inputs, [logits, embedding]).predict(x_test)
     if lambda_ == 0:
+        train_features = keras.Model(inputs, embedding).predict(x_train)
         centers = np.stack([train_features[y_train == j].mean(axis=0)
                             for j in range(num_classes)])
     else:
-        centers = compat.keras_backend(model).get_session().run(center.centers)
-    return dict(lambda_=lambda_, accuracy=float(np.mean(predicted == y_test)),
+        centers = keras.backend.get_value(center.centers)
+    accuracy = float(np.mean(test_logits.argmax(axis=1) == y_test))
+    return dict(lambda_=lambda_, accuracy=accuracy,
                 features=test_features, centers=centers,
                 **measure(test_features, y_test, centers))
 
@@ -146,9 +151,9 @@ def plot(results, y_test, class_names, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = plt.get_cmap("tab10" if len(class_names) <= 10 else "turbo")(
-        np.linspace(0, 1, len(class_names)) if len(class_names) > 10
-        else np.arange(len(class_names)))
+    count = len(class_names)
+    colors = (plt.get_cmap("tab10")(np.arange(count)) if count <= 10
+              else plt.get_cmap("turbo")(np.linspace(0, 1, count)))
     figure, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 4.6),
                                 squeeze=False)
     for axis, result in zip(axes[0], results):
@@ -170,21 +175,25 @@ def plot(results, y_test, class_names, path):
                        f"ratio {result['ratio']:.3f}", fontsize=10)
         axis.set_aspect("equal", adjustable="datalim")
         axis.tick_params(labelsize=8)
-    axes[0][0].legend(markerscale=2, fontsize=7, loc="best", ncol=2)
+    axes[0][-1].legend(title="class", markerscale=2, fontsize=8, loc="center left",
+                       bbox_to_anchor=(1.02, 0.5))
     figure.suptitle("2-D test-split features (Wen et al. 2016, Fig. 3)")
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
+
+
+def table_rows(results):
+    """The CSV_COLUMNS values of each run, as text."""
+    return [[f"{result['lambda_']:g}", f"{result['accuracy']:.4f}", f"{result['intra']:.4f}",
+             f"{result['inter']:.4f}", f"{result['ratio']:.4f}"] for result in results]
 
 
 def write_csv(results, path):
     with open(path, "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(CSV_COLUMNS)
-        for result in results:
-            writer.writerow([f"{result['lambda_']:g}", f"{result['accuracy']:.4f}",
-                             f"{result['intra']:.4f}", f"{result['inter']:.4f}",
-                             f"{result['ratio']:.4f}"])
+        writer.writerows(table_rows(results))
 
 
 def main(argv=None):
@@ -209,10 +218,9 @@ def main(argv=None):
     plot(results, data[3], data[4], figure_path)
     write_csv(results, csv_path)
 
-    print(f"\n{'lambda':>8} {'test_acc':>9} {'intra':>8} {'inter':>8} {'ratio':>7}")
-    for result in results:
-        print(f"{result['lambda_']:>8g} {result['accuracy']:>9.4f} {result['intra']:>8.3f} "
-              f"{result['inter']:>8.3f} {result['ratio']:>7.3f}")
+    print()
+    for row in [CSV_COLUMNS] + table_rows(results):
+        print("  ".join(value.rjust(len(name)) for value, name in zip(row, CSV_COLUMNS)))
     print(f"\nwrote {figure_path}\nwrote {csv_path}\n"
           f"({time.time() - start:.0f} s, TensorFlow {tf.__version__})")
 

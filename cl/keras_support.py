@@ -194,6 +194,19 @@ class SparseSoftmaxLoss(keras.losses.Loss):
 
 # --- metrics ----------------------------------------------------------------
 
+@tf.autograph.experimental.do_not_convert
+def accuracy(y_true, y_pred):
+    """Accuracy on logits for sparse `[batch]`/`[batch, 1]` or one-hot labels.
+
+    Keras's string 'accuracy' guesses the label format from the loss; for
+    cl's losses it guesses one-hot, which reads ~0 with sparse labels.
+    `cl.compile_model` replaces 'accuracy'/'acc' with this.
+    """
+    logits = tf.convert_to_tensor(y_pred)
+    labels = class_ids(y_true, tf.compat.dimension_value(logits.shape[-1]), "cl.accuracy")
+    return tf.cast(tf.equal(labels, tf.argmax(logits, axis=-1)), tf.float32)
+
+
 def center_metrics(loss=None):
     """Per-batch Keras metrics for the table of `loss` (default: `cl.loss`'s).
 
@@ -288,19 +301,29 @@ def initialize(model):
 def compile_model(model, optimizer, loss=None, metrics=None, **compile_kwargs):
     """Compiles `model`, then initialises what the loss created, and returns it.
 
-    loss defaults to `cl.loss`. Only still-uninitialised variables are
+    loss defaults to `cl.loss`. The metric strings 'accuracy'/'acc' become
+    `cl.accuracy`, which reads sparse and one-hot labels alike. Only still-uninitialised variables are
     initialised, in the session Keras uses, so weights loaded or set before
     are kept (the blog's global_variables_initializer wipes them).
     """
     compat.check_keras_model(model)
     _check_optimizer(optimizer)
     model.compile(optimizer=optimizer, loss=loss if loss is not None else ops.loss,
-                  metrics=metrics, **compile_kwargs)
+                  metrics=_own_accuracy(metrics), **compile_kwargs)
     if not centers_of(model):
         warnings.warn("cl.compile_model: the model's loss created no cl centers; "
                       "is a cl loss among its losses?", stacklevel=2)
     initialize(model)
     return model
+
+
+def _own_accuracy(metrics):
+    """`metrics` with 'accuracy'/'acc' replaced by `accuracy` (see there)."""
+    if isinstance(metrics, dict):
+        return {output: _own_accuracy(value) for output, value in metrics.items()}
+    if isinstance(metrics, (list, tuple)):
+        return [_own_accuracy(metric) for metric in metrics]
+    return accuracy if metrics in ("accuracy", "acc") else metrics
 
 
 def _check_optimizer(optimizer):
@@ -403,7 +426,7 @@ def _wrap_saving(model):
 def custom_objects():
     """What `load_model` needs for models compiled with cl's losses/metrics."""
     return {
-        "loss": ops.loss, "categorical_accuracy": ops.categorical_accuracy,
+        "loss": ops.loss, "categorical_accuracy": ops.categorical_accuracy, "accuracy": accuracy,
         "CenterLoss": CenterLoss, "SoftmaxCenterLoss": SoftmaxCenterLoss,
         "SparseSoftmaxLoss": SparseSoftmaxLoss,
         "center_distance": center_metrics()[0], "center_ratio": center_metrics()[1],

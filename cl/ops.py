@@ -159,7 +159,7 @@ def _initialised_check(centers):
         tf.compat.v1.is_variable_initialized(centers),
         [f"cl: the centers table '{centers.name}' is not initialised. Keras: use "
          "cl.compile_model(model, ...), or after model.compile run "
-         "cl.initialize(). TF1 session: run "
+         "cl.initialize(model). TF1 session: run "
          "sess.run(tf.compat.v1.global_variables_initializer()) before training."],
         name="centers_initialised")
 

@@ -231,6 +231,15 @@ class TestCheckpoints:
         assert not np.array_equal(moved, centers)
         assert np.max(np.abs(moved - centers)) < np.max(np.abs(centers))
 
+    def test_tf_format_loaded_before_compile(self, rng, tmp_path):
+        model, centers, _ = train_and_snapshot(rng)
+        model.save_weights(str(tmp_path / "ckpt"))
+        backend.clear_session()
+        restored = logits_model()
+        restored.load_weights(str(tmp_path / "ckpt"))
+        cl.compile_model(restored, "adam")  # the centers' restore was deferred until now
+        np.testing.assert_array_equal(session().run(cl.centers_of(restored)[0]), centers)
+
     def test_model_checkpoint_callback(self, rng, tmp_path):
         model = logits_model()
         cl.compile_model(model, "adam")
@@ -378,6 +387,20 @@ class TestMetrics:
         assert distance == pytest.approx(want_distance, rel=1e-5)
         assert ratio == pytest.approx(want_distance / between, rel=1e-5)
         assert accuracy == pytest.approx(np.mean(features.argmax(1) == y))
+
+    @pytest.mark.parametrize("label_kind", ["sparse", "onehot"])
+    def test_accuracy_string_reads_sparse_and_onehot_labels(self, rng, label_kind):
+        model = embedding_model(trainable=False)
+        cl.compile_model(model, "sgd", loss={"logits": cl.SparseSoftmaxLoss(),
+                                             "embedding": cl.CenterLoss(num_classes=C)},
+                         metrics={"logits": ["accuracy"]})
+        x, y = data(rng, n=32)
+        labels = y if label_kind == "sparse" else onehot(y)
+        results = dict(zip(model.metrics_names,
+                           model.evaluate(x, {"logits": labels, "embedding": labels},
+                                          batch_size=32, verbose=0)))
+        want = np.mean(model.predict(x)[0].argmax(axis=1) == y)
+        assert results["logits_accuracy"] == pytest.approx(want)
 
     def test_metrics_for_a_center_loss_instance(self, rng):
         model = embedding_model()
