@@ -267,9 +267,9 @@ def checksum(table):
 
     A dense read, sliced: a gather before the first step would switch the
     table to copy-on-read mode early, and every dense read in the distance
-    matrix steps would then copy it (seen: +390 MB and 5% slower at
-    C=100000). float64 and few rows: a float32 sum of 51M numbers would miss
-    the tiny steps Momentum takes on a trainable table.
+    matrix steps would then copy it (seen: 120-390 MB more memory while
+    stepping at C=100000). float64 and few rows: a float32 sum of 51M numbers
+    would miss the tiny steps Momentum takes on a trainable table.
     """
     return tf.reduce_sum(tf.cast(table.value()[:4096], tf.float64))
 

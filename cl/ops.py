@@ -173,6 +173,9 @@ def _apply_update(centers, labels, features, centers_batch, alpha, training):
             labels, features, centers_batch, alpha, valid)
         scatter = tf.compat.v1.scatter_sub(
             centers, class_ids, tf.cast(deltas, centers.dtype))
+        # Depend on the scatter, never fetch its value: on a resource
+        # variable that value is a read of the whole C x D table, a copy per
+        # step that would make the cost grow with num_classes.
         with tf.control_dependencies([scatter]):
             return tf.constant(True)
 
@@ -314,7 +317,7 @@ def softmax_center_loss(labels, features, num_classes, alpha, lambda_,
 
 
 @tf.autograph.experimental.do_not_convert
-def loss(labels, features):
+def loss(labels, features, name=None):
     """The blog's combined loss: `softmax_loss + cl.LAMBDA * center_loss`.
 
     labels: one-hot `[batch, cl.NUM_CLASSES]`; features: logits of the same
@@ -326,18 +329,19 @@ def loss(labels, features):
         num_classes=check_num_classes(_package_default(None, "NUM_CLASSES")),
         alpha=_package_default(None, "ALPHA"),
         lambda_=_package_default(None, "LAMBDA"),
-        name="loss")
+        name=name or "loss")
 
 
 @tf.autograph.experimental.do_not_convert
-def categorical_accuracy(y_true, y_pred):
+def categorical_accuracy(y_true, y_pred, name=None):
     """1.0 where argmax of the one-hot labels equals argmax of the logits.
 
     Softmax is monotonic, so the logits' argmax is the prediction's.
     """
-    return tf.cast(
-        tf.equal(tf.argmax(y_true, axis=-1), tf.argmax(y_pred, axis=-1)),
-        tf.float32)
+    with tf.compat.v1.name_scope(name, "categorical_accuracy", [y_true, y_pred]):
+        return tf.cast(
+            tf.equal(tf.argmax(y_true, axis=-1), tf.argmax(y_pred, axis=-1)),
+            tf.float32)
 
 
 def get_centers(scope=DEFAULT_SCOPE, graph=None):
