@@ -37,7 +37,7 @@ $(STAMP): $(REQUIREMENTS) requirements/dev.txt setup.py
 venv: $(STAMP)
 
 test: venv
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests/graph
 
 selftest: venv
 	$(BIN)/python -m cl

@@ -164,13 +164,14 @@ def _initialised_check(centers):
         name="centers_initialised")
 
 
-def _apply_update(centers, labels, features, centers_batch, alpha, training):
-    """The guarded scatter: NaN/Inf samples skipped, gated on `training`."""
-    valid = tf.reduce_all(tf.math.is_finite(features), axis=1)
+def _apply_update(centers, labels, features, centers_batch, alpha, training,
+                  weights=None):
+    """The guarded scatter (NaN/Inf and weight-0 samples skipped by
+    `formulas.center_update`), gated on `training`."""
 
     def update():
         class_ids, deltas = formulas.center_update(
-            labels, features, centers_batch, alpha, valid)
+            labels, features, centers_batch, alpha, weights)
         scatter = tf.compat.v1.scatter_sub(
             centers, class_ids, tf.cast(deltas, centers.dtype))
         # Depend on the scatter, never fetch its value: on a resource

@@ -3,9 +3,9 @@
 import pathlib
 import re
 
-from conftest import run_python
+from helpers import run_python
 
-README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
 
 # Names the snippets take from the reader's own code.
 DATA = """

@@ -1,8 +1,4 @@
-"""Shared set-up: graph mode, the Keras 2 in use, fresh graphs per test."""
-
-import os
-import subprocess
-import sys
+"""Graph-mode suite set-up: graph mode, the Keras 2 in use, fresh graphs per test."""
 
 import numpy as np
 import pytest
@@ -47,12 +43,6 @@ def variable_kind(request):
 def variable_kind_of(variable):
     return "ref" if variable.dtype._is_ref_dtype else "resource"
 
-
-def run_python(code, *args, env=None):
-    """Runs `python -c code` in a subprocess; returns CompletedProcess."""
-    full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
-                          text=True, env=full_env, timeout=300)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import pathlib
 import subprocess
 import sys
 
-BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench" / "bench.py"
+BENCH = pathlib.Path(__file__).resolve().parents[2] / "bench" / "bench.py"
 VARIANTS = {"softmax", "cl", "dense_distmat", "embedding_param",
             "cl_term", "dense_distmat_term", "floor_gather_scatter"}
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import reference
 import tensorflow as tf
-from conftest import backend, keras, run_python
+from conftest import backend, keras
+from helpers import run_python
 
 import cl
 

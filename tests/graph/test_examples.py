@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "legacy_examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "legacy_examples"
 
 # script, short-run arguments, what its RESULT line must say.
 CASES = [

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import reference
 import tensorflow as tf
-from conftest import run_python, variable_kind_of
+from conftest import variable_kind_of
+from helpers import run_python
 
 import cl
 
