@@ -11,16 +11,20 @@ endif
 BIN := $(VENV)/bin
 REQUIREMENTS := requirements/tf$(TF).txt
 STAMP := $(VENV)/.installed-tf$(TF)
+# Keras 3 on JAX, no TensorFlow: the cl.keras3 tests on the JAX backend.
+JAX_VENV ?= .venv-jax
+JAX_STAMP := $(JAX_VENV)/.installed-jax
 # TensorFlow's C++ start-up chatter hides the output that matters.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv test selftest lint demo bench examples check clean
+.PHONY: help venv venv-jax test test-jax selftest lint demo bench examples check clean
 
 help:
 	@echo "make demo      train on sklearn digits, write out/demo/{features.png,metrics.csv}"
 	@echo "make test      create $(VENV) if missing and run the tests (TF=$(TF))"
 	@echo "make test TF=2.15   the same on TensorFlow 2.15"
+	@echo "make test-jax  create $(JAX_VENV) if missing and run tests/v2 on Keras 3 + JAX"
 	@echo "make selftest  python -m cl"
 	@echo "make lint      ruff"
 	@echo "make bench     cost of center loss vs softmax and other formulations"
@@ -36,8 +40,24 @@ $(STAMP): $(REQUIREMENTS) requirements/dev.txt setup.py
 
 venv: $(STAMP)
 
+$(JAX_STAMP): requirements/jax.txt requirements/dev.txt setup.py
+	$(PYTHON) -m venv $(JAX_VENV)
+	$(JAX_VENV)/bin/pip install -q --upgrade pip
+	$(JAX_VENV)/bin/pip install -q -r requirements/jax.txt -r requirements/dev.txt
+	$(JAX_VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+venv-jax: $(JAX_STAMP)
+
+# Two pytest processes: tests/graph turns eager execution off process-wide,
+# tests/v2 needs it on. Exit code 5 (nothing collected) is not a failure.
 test: venv
-	$(BIN)/python -m pytest tests/graph
+	@$(BIN)/python -m pytest tests/graph; graph=$$?; \
+	$(BIN)/python -m pytest tests/v2; v2=$$?; \
+	test $$graph -eq 0 && { test $$v2 -eq 0 || test $$v2 -eq 5; }
+
+test-jax: venv-jax
+	KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest tests/v2 || test $$? -eq 5
 
 selftest: venv
 	$(BIN)/python -m cl
@@ -48,8 +68,10 @@ lint: venv
 demo: venv
 	$(BIN)/python -m cl.demo --out out/demo
 
-bench: venv
+bench: venv venv-jax
 	$(BIN)/python bench/bench.py --out out/bench
+	$(BIN)/python bench/bench_keras3.py --out out/bench --backend tensorflow
+	KERAS_BACKEND=jax $(JAX_VENV)/bin/python bench/bench_keras3.py --out out/bench --backend jax
 
 examples: venv
 	@for script in legacy_examples/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
@@ -57,4 +79,4 @@ examples: venv
 check: lint test
 
 clean:
-	rm -rf .venv .venv-tf* out build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf .venv .venv-tf* $(JAX_VENV) out build dist *.egg-info .pytest_cache .ruff_cache

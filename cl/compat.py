@@ -16,7 +16,9 @@ GRAPH_MODE_HINT = (
     "tf.compat.v1.disable_eager_execution() (or "
     "tf.compat.v1.disable_v2_behavior()) before building the model, and on "
     "TensorFlow >= 2.16 use Keras 2 (`import tf_keras`, or set "
-    "TF_USE_LEGACY_KERAS=1 before importing TensorFlow), not Keras 3.")
+    "TF_USE_LEGACY_KERAS=1 before importing TensorFlow). For Keras 3 (TensorFlow "
+    "or JAX) use cl.keras3.CenterLoss, and for TF2 custom loops cl.tf2.CenterLoss: "
+    "see the README section 'TF2 and Keras 3'.")
 
 
 def tf_version():
@@ -61,18 +63,22 @@ def keras_module():
     return tf_keras
 
 
-def _backend_of_module(module_name):
-    root = module_name.split(".")[0]
+def keras2_root(model):
+    """'tf_keras' or 'keras' if `model` is a Keras 2 object (also when its
+    class is the user's subclass of a Keras 2 class), else None."""
+    for cls in type(model).__mro__:
+        root = cls.__module__.split(".")[0]
+        if root == "tf_keras" or (root == "keras" and tf_version() < (2, 16)):
+            return root
+    return None
+
+
+def _backend_of_root(root):
     if root == "tf_keras":
         from tf_keras.src import backend
         return backend
-    if root == "keras" and tf_version() < (2, 16):
-        from keras.src import backend
-        return backend
-    raise TypeError(
-        f"cl supports Keras 2 models (tf_keras, or tf.keras on TensorFlow "
-        f"2.15); received an object from the '{root}' package. "
-        f"{GRAPH_MODE_HINT}")
+    from keras.src import backend
+    return backend
 
 
 def keras_backend(model=None):
@@ -82,42 +88,87 @@ def keras_backend(model=None):
     TF 2.21 but is a frozen old copy with a different session, so
     initialising centers there leaves them uninitialised for tf_keras.
     """
-    if model is not None:
-        return _backend_of_module(type(model).__module__)
-    return _backend_of_module(keras_module().__name__)
+    if model is None:
+        return _backend_of_root(keras_module().__name__.split(".")[0])
+    root = keras2_root(model)
+    if root is None:
+        raise TypeError(
+            f"cl supports Keras 2 models (tf_keras, or tf.keras on TensorFlow "
+            f"2.15); received {type(model).__name__} from "
+            f"'{type(model).__module__}'. {GRAPH_MODE_HINT}")
+    return _backend_of_root(root)
 
 
 def check_keras_model(model):
     """Raises a clear TypeError/RuntimeError unless `model` is usable by cl."""
-    module = type(model).__module__
-    if module.split(".")[0] == "keras" and tf_version() >= (2, 16):
+    if keras2_root(model) is None:
+        roots = {cls.__module__.split(".")[0] for cls in type(model).__mro__}
+        kind = "a Keras 3 model" if "keras" in roots else "an object that is not a Keras 2 model"
         raise TypeError(
-            f"cl.compile_model received a Keras 3 model ({type(model).__name__}"
-            f" from '{module}'). {GRAPH_MODE_HINT}")
-    _backend_of_module(module)
+            f"cl.compile_model received {kind} ({type(model).__name__} from "
+            f"'{type(model).__module__}'). {GRAPH_MODE_HINT}")
     require_graph_mode("cl.compile_model")
 
 
-_KERAS_COMPILE_FRAMES = ("_handle_metrics", "_compile_weights_loss_and_weighted_metrics")
+# Keras 2's graph-mode compile (training_v1) builds each output's metrics in
+# `_handle_metrics` and its loss in `_prepare_total_loss`, with the model as
+# `self`. Private names: tests/graph/test_keras.py fails loudly if Keras
+# renames them (evaluate would move the centers again).
+LOSS_FRAME, METRICS_FRAME = "_prepare_total_loss", "_handle_metrics"
+LOAD_H5_FRAME = "load_model_from_hdf5"
 
 
-def keras_model_being_compiled():
-    """The Keras 2 model whose `compile` is building this loss, or None.
-
-    Keras 2's graph-mode compile builds metrics in `_handle_metrics` and
-    losses in `_compile_weights_loss_and_weighted_metrics`. Knowing we are there lets
-    the update follow Keras's learning phase (so evaluate and validation
-    never move the centers), gives each model its own table, and lets cl
-    attach the table to the model's checkpoints. A raw TF1 loop is never
-    inside it, so its update stays unconditional.
-    """
+def keras_compile_frame():
+    """`(frame name, model, frame locals)` of the Keras 2 compile step that
+    is building this loss or metric, or None (raw TF1 code)."""
     frame = sys._getframe(1)
     while frame is not None:
-        if frame.f_code.co_name in _KERAS_COMPILE_FRAMES:
+        if frame.f_code.co_name in (LOSS_FRAME, METRICS_FRAME):
             model = frame.f_locals.get("self")
-            root = type(model).__module__.split(".")[0]
-            if root in ("tf_keras", "keras"):
-                return model
+            if keras2_root(model) is not None:
+                return frame.f_code.co_name, model, frame.f_locals
         frame = frame.f_back
     return None
 
+
+def keras_compile_site():
+    """The `cl.keras2.site.CompileSite` of the Keras 2 compile building this
+    loss or metric, or None. The one place the graph ops reach Keras: the
+    Keras plumbing is imported only when Keras is the caller."""
+    found = keras_compile_frame()
+    if found is None:
+        return None
+    from cl.keras2 import site
+    return site.CompileSite(*found)
+
+
+def h5_file_being_loaded():
+    """The open h5py.File of a Keras 2 `load_model('x.h5')` in progress (it
+    compiles the model while the file is open), or None."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == LOAD_H5_FRAME:
+            return frame.f_locals.get("f")
+        frame = frame.f_back
+    return None
+
+
+def replace_control_inputs(op, new_inputs):
+    """Makes `op` (not yet run by any session) wait for `new_inputs` only.
+
+    Used to retarget one step's update hook when a second loss joins the
+    same table during compile. Private Operation methods, present since TF 1.x.
+    """
+    op._remove_all_control_inputs()
+    op._add_control_inputs([tensor.op for tensor in new_inputs])
+
+
+def keras2_graph_model_class(root=None):
+    """Keras 2's graph-mode Model class (`training_v1.Model`), which every
+    graph-mode model (functional, Sequential, subclassed) inherits from."""
+    root = root or keras_module().__name__.split(".")[0]
+    if root == "tf_keras":
+        from tf_keras.src.engine import training_v1
+    else:
+        from keras.src.engine import training_v1
+    return training_v1.Model

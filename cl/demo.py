@@ -15,6 +15,9 @@ The centers are cl's learned centers for lambda > 0; softmax alone has none,
 so there they are the class means of the training features.
 
 Writes OUT/features.png (one panel per lambda) and OUT/metrics.csv.
+
+`--keras 3` trains the same models with Keras 3 and the `cl.keras3.CenterLoss`
+layer instead (backend from KERAS_BACKEND: tensorflow or jax).
 """
 
 import argparse
@@ -24,10 +27,8 @@ import time
 import warnings
 
 import numpy as np
-import tensorflow as tf
 
 import cl
-from cl import compat
 
 ALPHA = 0.5  # the paper's center learning rate
 BATCH_SIZE = 64
@@ -56,6 +57,9 @@ def parse_args(argv=None):
     parser.add_argument("--data", help="a .npz with arrays x [n, ...] and y (int "
                                        "labels) to use instead of the digits")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keras", choices=["2", "3"], default="2",
+                        help="2: graph-mode Keras 2 and cl's losses (default); 3: Keras 3 "
+                             "and the cl.keras3.CenterLoss layer (KERAS_BACKEND decides)")
     return parser.parse_args(argv)
 
 
@@ -138,6 +142,37 @@ def train(keras, lambda_, data, epochs, seed):
                 **measure(test_features, y_test, centers))
 
 
+def train_keras3(keras, lambda_, data, epochs, seed):
+    """`train` with Keras 3: the cl.keras3 layer on the embedding, labels as an
+    input; the deployed model skips it. Same model, optimizer and outputs."""
+    from cl.keras3 import CenterLoss
+
+    x_train, x_test, y_train, y_test, class_names = data
+    num_classes = len(class_names)
+    keras.utils.set_random_seed(seed)
+    inputs, logits, embedding = build_model(keras, x_train.shape[1], num_classes)
+    labels = keras.Input((), dtype="int32")
+    center = CenterLoss(num_classes, alpha=ALPHA, weight=lambda_)
+    head = keras.Model(inputs, logits).get_layer("logits")
+    model = keras.Model([inputs, labels], head(center([embedding, labels])))
+    model.compile(keras.optimizers.Adam(learning_rate=LEARNING_RATE),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["sparse_categorical_accuracy"])
+    model.fit([x_train, y_train], y_train, batch_size=BATCH_SIZE, epochs=epochs, verbose=2)
+
+    test_logits, test_features = keras.Model(inputs, [logits, embedding]).predict(x_test, verbose=0)
+    if lambda_ == 0:
+        train_features = keras.Model(inputs, embedding).predict(x_train, verbose=0)
+        centers = np.stack([train_features[y_train == j].mean(axis=0)
+                            for j in range(num_classes)])
+    else:
+        centers = keras.ops.convert_to_numpy(center.centers)
+    accuracy = float(np.mean(test_logits.argmax(axis=1) == y_test))
+    return dict(lambda_=lambda_, accuracy=accuracy,
+                features=test_features, centers=centers,
+                **measure(test_features, y_test, centers))
+
+
 def measure(features, labels, centers):
     """Intra-class distance to the centers, inter-center distance, their ratio."""
     intra = float(np.mean(np.linalg.norm(features - centers[labels], axis=1)))
@@ -198,11 +233,19 @@ def write_csv(results, path):
 
 def main(argv=None):
     args = parse_args(argv)
-    # cl's ops are TF1 graph ops: no eager execution.
-    tf.compat.v1.disable_eager_execution()
-    # Keras 2's graph-mode predict warns about its own internals on every call.
-    warnings.filterwarnings("ignore", message="`Model.state_updates`")
-    keras = compat.keras_module()
+    if args.keras == "3":
+        import keras
+        trainer, framework = train_keras3, f"Keras {keras.__version__} on {keras.backend.backend()}"
+    else:
+        import tensorflow as tf
+
+        from cl import compat
+        # cl's ops are TF1 graph ops: no eager execution.
+        tf.compat.v1.disable_eager_execution()
+        # Keras 2's graph-mode predict warns about its own internals on every call.
+        warnings.filterwarnings("ignore", message="`Model.state_updates`")
+        keras = compat.keras_module()
+        trainer, framework = train, f"TensorFlow {tf.__version__}"
     data = load_data(args.data, args.seed)
     os.makedirs(args.out, exist_ok=True)
 
@@ -211,7 +254,7 @@ def main(argv=None):
     for lambda_ in [0.0] + args.lambdas:
         print(f"== lambda {lambda_:g}: "
               f"{'softmax alone' if lambda_ == 0 else 'softmax + center loss'}")
-        results.append(train(keras, lambda_, data, args.epochs, args.seed))
+        results.append(trainer(keras, lambda_, data, args.epochs, args.seed))
 
     figure_path = os.path.join(args.out, "features.png")
     csv_path = os.path.join(args.out, "metrics.csv")
@@ -222,7 +265,7 @@ def main(argv=None):
     for row in [CSV_COLUMNS] + table_rows(results):
         print("  ".join(value.rjust(len(name)) for value, name in zip(row, CSV_COLUMNS)))
     print(f"\nwrote {figure_path}\nwrote {csv_path}\n"
-          f"({time.time() - start:.0f} s, TensorFlow {tf.__version__})")
+          f"({time.time() - start:.0f} s, {framework})")
 
 
 if __name__ == "__main__":

@@ -15,27 +15,35 @@ update is the weighted form, which is eq. 4 for w = 1:
 
 so a sample of weight 0 neither moves its center nor counts in n_j.
 
-No variables, sessions or Keras here: `cl.ops` owns the centers variable and
-applies the update; these functions only compute.
+No variables, sessions or Keras here: the front-ends (`cl.ops`, `cl.tf2`,
+`cl.keras3`) own the centers table and apply the update; these functions only
+compute. They are written once against a handful of primitives (`Math`), so
+the same lines serve TensorFlow (the default, imported on first use) and JAX
+(`backend=JAX`, no TensorFlow needed).
 """
 
-import tensorflow as tf
+import functools
+
+TENSORFLOW = "tensorflow"
+JAX = "jax"
 
 
-def per_sample_center_loss(features, centers_batch):
+def per_sample_center_loss(features, centers_batch, backend=TENSORFLOW):
     """Returns `1/2 * ||x_i - c_{y_i}||^2` for each sample.
 
     Args:
       features: float `[batch, dim]`, the x_i.
       centers_batch: float `[batch, dim]`, row i holding c_{y_i}; same dtype.
+      backend: `TENSORFLOW` (default) or `JAX`: whose tensors these are.
 
     Returns:
       `[batch]`, same dtype as `features`.
     """
-    return 0.5 * tf.reduce_sum(tf.square(features - centers_batch), axis=1)
+    m = math_of(backend)
+    return 0.5 * m.sum_rows(m.square(features - centers_batch))
 
 
-def center_update(labels, features, centers_batch, alpha, weights=None):
+def center_update(labels, features, centers_batch, alpha, weights=None, backend=TENSORFLOW):
     """The paper's center update, summed per class present in the batch.
 
     Args:
@@ -47,29 +55,138 @@ def center_update(labels, features, centers_batch, alpha, weights=None):
       weights: float `[batch]` >= 0, or None for all ones. A sample of weight
         0, or whose features are not all finite (NaN/Inf), neither moves its
         center nor counts in n_j.
+      backend: `TENSORFLOW` (default) or `JAX`: whose tensors these are.
 
     Returns:
       `(class_ids, deltas)`: int `[k]` unique classes of the batch and float
       `[k, dim]` with `alpha * sum_{i: y_i = j} w_i (c_j - x_i) /
       (1 + sum_{i: y_i = j} w_i)`, so that `centers[class_ids] -= deltas` is
-      the paper's update. The class ids are unique, so the scatter has no
-      duplicate indices to race on. A class whose samples all have weight 0
-      gets a delta of exactly 0.
+      the paper's update. A class whose samples all have weight 0 gets a
+      delta of exactly 0. TensorFlow: the class ids are unique, so the
+      scatter has no duplicate indices to race on. JAX: k is the batch size
+      (shapes must be static under jit); the padding rows repeat a class of
+      the batch with a delta of exactly 0, so scatter them with an add.
     """
+    m = math_of(backend)
     dtype = features.dtype
     if weights is None:
-        weights = tf.ones_like(labels, dtype=dtype)
-    weights = tf.cast(weights, dtype)
-    finite = tf.reduce_all(tf.math.is_finite(features), axis=1)
-    included = tf.logical_and(finite, weights > 0)
-    # tf.where, not a multiply by 0: 0 * NaN is still NaN.
-    weights = tf.where(included, weights, tf.zeros_like(weights))
-    differences = tf.where(
-        tf.broadcast_to(included[:, None], tf.shape(features)),
-        (centers_batch - features) * weights[:, None], tf.zeros_like(features))
-    class_ids, sample_to_class = tf.unique(labels)
-    num_present = tf.size(class_ids)
-    sums = tf.math.unsorted_segment_sum(differences, sample_to_class, num_present)
-    counts = tf.math.unsorted_segment_sum(weights, sample_to_class, num_present)
+        weights = m.ones_like(labels, dtype)
+    weights = m.cast(weights, dtype)
+    finite = m.all_rows(m.isfinite(features))
+    included = m.logical_and(finite, weights > 0)
+    # where, not a multiply by 0: 0 * NaN is still NaN.
+    weights = m.where(included, weights, m.zeros_like(weights))
+    differences = m.where(
+        m.broadcast_like(included[:, None], features),
+        (centers_batch - features) * weights[:, None], m.zeros_like(features))
+    class_ids, sample_to_class, num_present = m.unique(labels)
+    sums = m.segment_sum(differences, sample_to_class, num_present)
+    counts = m.segment_sum(weights, sample_to_class, num_present)
     deltas = alpha * sums / (1.0 + counts)[:, None]
     return class_ids, deltas
+
+
+@functools.lru_cache(maxsize=None)
+def math_of(backend):
+    """The primitives above, for `backend`; its framework is imported here."""
+    if backend == TENSORFLOW:
+        return _TensorFlowMath()
+    if backend == JAX:
+        return _JaxMath()
+    raise ValueError(f"backend must be {TENSORFLOW!r} or {JAX!r}; received {backend!r}.")
+
+
+class _TensorFlowMath:
+    """The TensorFlow ops cl has always built (graph mode and eager alike)."""
+
+    def __init__(self):
+        import tensorflow as tf
+        self.tf = tf
+
+    def sum_rows(self, x):
+        return self.tf.reduce_sum(x, axis=1)
+
+    def square(self, x):
+        return self.tf.square(x)
+
+    def ones_like(self, x, dtype):
+        return self.tf.ones_like(x, dtype=dtype)
+
+    def zeros_like(self, x):
+        return self.tf.zeros_like(x)
+
+    def cast(self, x, dtype):
+        return self.tf.cast(x, dtype)
+
+    def isfinite(self, x):
+        return self.tf.math.is_finite(x)
+
+    def all_rows(self, x):
+        return self.tf.reduce_all(x, axis=1)
+
+    def logical_and(self, a, b):
+        return self.tf.logical_and(a, b)
+
+    def where(self, condition, a, b):
+        return self.tf.where(condition, a, b)
+
+    def broadcast_like(self, x, like):
+        return self.tf.broadcast_to(x, self.tf.shape(like))
+
+    def unique(self, labels):
+        # Segments over the k classes present, never all C: O(batch), not O(C).
+        class_ids, sample_to_class = self.tf.unique(labels)
+        return class_ids, sample_to_class, self.tf.size(class_ids)
+
+    def segment_sum(self, data, segment_ids, num_segments):
+        return self.tf.math.unsorted_segment_sum(data, segment_ids, num_segments)
+
+
+class _JaxMath:
+    """jax.numpy, with the static shapes jit needs."""
+
+    def __init__(self):
+        import jax
+        import jax.numpy as jnp
+        self.jax, self.jnp = jax, jnp
+
+    def sum_rows(self, x):
+        return self.jnp.sum(x, axis=1)
+
+    def square(self, x):
+        return self.jnp.square(x)
+
+    def ones_like(self, x, dtype):
+        return self.jnp.ones_like(x, dtype=dtype)
+
+    def zeros_like(self, x):
+        return self.jnp.zeros_like(x)
+
+    def cast(self, x, dtype):
+        return self.jnp.asarray(x, dtype=dtype)
+
+    def isfinite(self, x):
+        return self.jnp.isfinite(x)
+
+    def all_rows(self, x):
+        return self.jnp.all(x, axis=1)
+
+    def logical_and(self, a, b):
+        return self.jnp.logical_and(a, b)
+
+    def where(self, condition, a, b):
+        return self.jnp.where(condition, a, b)
+
+    def broadcast_like(self, x, like):
+        return self.jnp.broadcast_to(x, like.shape)
+
+    def unique(self, labels):
+        # size=batch keeps the shape static under jit; the padding repeats
+        # the smallest label, and no sample maps to it, so its sums are 0.
+        batch = labels.shape[0]
+        class_ids, sample_to_class = self.jnp.unique(
+            labels, size=batch, fill_value=self.jnp.min(labels), return_inverse=True)
+        return class_ids, sample_to_class.reshape(-1), batch
+
+    def segment_sum(self, data, segment_ids, num_segments):
+        return self.jax.ops.segment_sum(data, segment_ids, num_segments=num_segments)

@@ -12,7 +12,7 @@ import weakref
 
 import tensorflow as tf
 
-from cl import compat, formulas
+from cl import compat, distribute, formulas
 
 CENTERS_NAME = "centers"
 DEFAULT_SCOPE = "center_loss"
@@ -86,6 +86,135 @@ def _check_labels(labels, features, what):
             f"received labels {labels.shape} and features {features.shape}.")
 
 
+# Every whole number up to this is exact in the dtype; a class id above it
+# may already have been rounded to another class before cl sees it.
+EXACT_INTEGERS = {tf.float16: 2048, tf.bfloat16: 256}
+
+
+def class_ids(y_true, num_classes, what, sample_weight=None):
+    """Checked int64 class ids `[batch]` from Keras-style targets.
+
+    Accepts class ids `[batch]` / `[batch, 1]` (ints, or the floats Keras
+    feeds) and one-hot or soft `[batch, num_classes]` rows (the class is the
+    argmax). Keras target placeholders often have an unknown last dimension,
+    so that choice is made at run time when needed. Run-time checks, before
+    anything uses the ids: whole numbers in `[0, num_classes)`; ids exact in
+    a 16-bit target dtype; every one-hot row names a class (an all-zero or
+    NaN row, the usual "unlabeled" marker, is an error unless its
+    `sample_weight` is 0; mask samples with sample weight 0).
+    """
+    y_true = tf.convert_to_tensor(y_true)
+    rank = y_true.shape.rank
+    width = tf.compat.dimension_value(y_true.shape[1]) if rank == 2 else None
+    expected = (f"class ids [batch] or [batch, 1], or one-hot [batch, "
+                f"{num_classes}]")
+    if rank not in (1, 2) or width not in (None, 1, num_classes):
+        raise ValueError(f"{what}: labels must be {expected}; received shape {y_true.shape}.")
+    if rank == 1 or width == 1:
+        _check_exact(y_true.dtype, num_classes, what)
+        ids = _sparse_ids(y_true if rank == 1 else y_true[:, 0], num_classes, what)
+    elif width == num_classes:
+        ids = _onehot_ids(y_true, sample_weight, what)
+    else:
+        runtime_width = tf.shape(y_true)[1]
+        check = tf.compat.v1.Assert(
+            tf.logical_or(tf.equal(runtime_width, 1), tf.equal(runtime_width, num_classes)),
+            [f"{what}: labels must be {expected}; received shape", tf.shape(y_true)])
+        with tf.control_dependencies([check]):
+            ids = tf.cond(tf.equal(runtime_width, 1),
+                          lambda: _sparse_ids(y_true[:, 0], num_classes, what),
+                          lambda: _onehot_ids(y_true, sample_weight, what))
+    in_range = tf.logical_and(ids >= 0, ids < num_classes)
+    check = tf.compat.v1.Assert(
+        tf.reduce_all(in_range),
+        [f"{what}: labels must be class ids in [0, num_classes={num_classes});"
+         " received out-of-range label(s):", tf.boolean_mask(ids, tf.logical_not(in_range)),
+         "at batch position(s):", tf.where(tf.logical_not(in_range))[:, 0]],
+        summarize=20, name="labels_in_range")
+    with tf.control_dependencies([check]):
+        return tf.identity(ids)
+
+
+def _exact_limit_message(dtype, num_classes, what):
+    limit = EXACT_INTEGERS[dtype]
+    return (f"{what}: the labels reach cl as {dtype.name} (Keras gives a target "
+            f"the dtype of its output, here a 16-bit output under a "
+            f"mixed-precision policy), and {dtype.name} holds class ids exactly "
+            f"only up to {limit}; with num_classes={num_classes} larger ids would "
+            f"silently become other classes. Give this output a float32 dtype "
+            f"(e.g. end the model with keras.layers.Activation('linear', "
+            f"dtype='float32')), as Keras's mixed-precision guide advises, or "
+            f"pass one-hot labels.")
+
+
+def _check_exact(dtype, num_classes, what):
+    """16-bit sparse targets: refuse at build time when ids can be rounded."""
+    if dtype in EXACT_INTEGERS and num_classes > EXACT_INTEGERS[dtype] + 1:
+        raise ValueError(_exact_limit_message(dtype, num_classes, what))
+
+
+def _sparse_ids(labels, num_classes, what):
+    if labels.dtype.is_integer:
+        return tf.cast(labels, tf.int64)
+    whole = tf.equal(labels, tf.round(labels))
+    checks = [tf.compat.v1.Assert(
+        tf.reduce_all(whole),
+        [f"{what}: class ids must be whole numbers; received", tf.boolean_mask(labels, tf.logical_not(whole)),
+         "at batch position(s):", tf.where(tf.logical_not(whole))[:, 0]], summarize=20)]
+    if labels.dtype in EXACT_INTEGERS and num_classes > EXACT_INTEGERS[labels.dtype] + 1:
+        # Reached only when the width is known at run time alone: ids below
+        # the limit cannot be the rounding of a larger one.
+        limit = tf.cast(EXACT_INTEGERS[labels.dtype], labels.dtype)
+        checks.append(tf.compat.v1.Assert(
+            tf.reduce_all(labels < limit),
+            [_exact_limit_message(labels.dtype, num_classes, what) + " Received:",
+             tf.boolean_mask(labels, labels >= limit)], summarize=20))
+    with tf.control_dependencies(checks):
+        return tf.cast(labels, tf.int64)
+
+
+def _onehot_ids(rows, sample_weight, what):
+    """argmax of each row, after checking that each row names a class."""
+    names_a_class = tf.logical_and(
+        tf.reduce_any(rows > 0, axis=1),
+        tf.reduce_all(tf.math.is_finite(tf.cast(rows, tf.float32)), axis=1))
+    if sample_weight is not None:
+        weight = tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
+        names_a_class = tf.logical_or(names_a_class, tf.equal(weight, 0.0))
+    check = tf.compat.v1.Assert(
+        tf.reduce_all(names_a_class),
+        [f"{what}: one-hot label rows must name a class; rows that are all "
+         "zero or hold NaN (e.g. an 'unlabeled' marker) would train as an "
+         "arbitrary class. Give such samples sample weight 0, or drop them. "
+         "Row(s):", tf.where(tf.logical_not(names_a_class))[:, 0]],
+        summarize=20, name="onehot_rows_name_a_class")
+    with tf.control_dependencies([check]):
+        return tf.argmax(rows, axis=-1)
+
+
+def softmax_targets(y_true, num_classes, what, sample_weight=None):
+    """`(targets [batch, num_classes], class ids [batch])` for the softmax half.
+
+    One-hot or soft rows are the cross-entropy targets as given (label
+    smoothing kept; the centers use the argmax class); class ids become
+    one-hot rows. Both wait for `class_ids`'s checks.
+    """
+    y_true = tf.convert_to_tensor(y_true)
+    ids = class_ids(y_true, num_classes, what, sample_weight)
+    onehot = tf.one_hot(ids, num_classes)
+    width = tf.compat.dimension_value(y_true.shape[1]) if y_true.shape.rank == 2 else None
+    if y_true.shape.rank == 1 or width == 1:
+        return onehot, ids
+    rows = tf.cast(y_true, tf.float32)
+    if width is None:
+        rows = tf.cond(tf.equal(tf.shape(y_true)[1], 1),
+                       lambda: onehot, lambda: tf.reshape(rows, tf.shape(onehot)))
+    with tf.control_dependencies([ids]):
+        # NaN rows of weight-0 samples must not reach the loss value.
+        rows = tf.where(tf.math.is_finite(rows), rows, tf.zeros_like(rows))
+        return tf.identity(rows), ids
+
+
 def _label_assertions(labels, features, num_classes, what):
     """Run-time checks; the gather and scatter wait for them, so a bad batch
     changes no center row (on GPUs tf.gather returns zeros, not an error)."""
@@ -108,12 +237,6 @@ def _label_assertions(labels, features, num_classes, what):
     ]
 
 
-def owner_of(model):
-    """Owner of a table made without an explicit one: the Keras model being
-    compiled (so two models never share), or None for raw TF1 code."""
-    return None if model is None else ("keras model", id(model))
-
-
 def centers_variable(num_classes, dim, scope=DEFAULT_SCOPE, owner=None):
     """Creates, or reuses, the non-trainable centers table of `owner`.
 
@@ -121,35 +244,52 @@ def centers_variable(num_classes, dim, scope=DEFAULT_SCOPE, owner=None):
     (zeros, float32, `[num_classes, dim]`) in the caller's variable scope, so
     TF1 towers in their own variable scopes get their own tables. A second
     call by the same owner reuses its table (the blog's raised "already
-    exists"). A different owner, e.g. a second Keras model in the same graph,
-    gets a fresh uniquified scope (`center_loss_1/centers`), never another
-    model's table.
+    exists"). `owner` is None for raw TF1 code, or a `cl.CenterLoss` used
+    outside Keras compile; a different owner gets a fresh uniquified scope
+    (`center_loss_1/centers`), never another's table. Keras models keep
+    their tables themselves (`cl.keras2.site`).
     """
     graph = tf.compat.v1.get_default_graph()
     tables = _TABLES.setdefault(graph, {})
     full_scope = "/".join(filter(None, [tf.compat.v1.get_variable_scope().name, scope]))
     centers = tables.get((full_scope, owner))
     if centers is None:
-        taken = any(key[0] == full_scope for key in tables)
-        # A taken scope gets a uniquified one (default_name) instead.
-        scope_args = (dict(name_or_scope=None, default_name=scope) if taken else
-                      dict(name_or_scope=scope, reuse=tf.compat.v1.AUTO_REUSE))
-        with tf.compat.v1.variable_scope(**scope_args):
-            centers = tf.compat.v1.get_variable(
-                CENTERS_NAME, shape=[num_classes, dim], dtype=tf.float32,
-                initializer=tf.compat.v1.zeros_initializer(), trainable=False)
+        centers = new_table(num_classes, dim, scope)
         tables[(full_scope, owner)] = centers
-        if taken:
-            warnings.warn(
-                f"cl: the centers table under '{full_scope}' belongs to another "
-                f"model; this loss gets its own table '{centers.name}'. Reach it "
-                f"with cl.centers_of(model).", stacklevel=3)
     if tuple(centers.shape.as_list()) != (num_classes, dim):
         raise ValueError(
             f"The centers table '{centers.name}' has shape {centers.shape} but "
             f"this call needs [{num_classes}, {dim}]. Give each differently "
             f"configured center loss its own name (name=...) or use "
             f"cl.CenterLoss.")
+    return centers
+
+
+def new_table(num_classes, dim, scope=DEFAULT_SCOPE):
+    """A new zero `[num_classes, dim]` float32 table `<scope>/centers`.
+
+    If a table already has that name in this graph, the new one gets a
+    uniquified scope (`center_loss_1/centers`) and a warning that says so.
+    """
+    graph = tf.compat.v1.get_default_graph()
+    full_scope = "/".join(filter(None, [tf.compat.v1.get_variable_scope().name, scope]))
+    taken = any(v.name == f"{full_scope}/{CENTERS_NAME}:0"
+                for v in graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES))
+    # A taken scope gets a uniquified one (default_name) instead.
+    scope_args = (dict(name_or_scope=None, default_name=scope) if taken else
+                  dict(name_or_scope=scope, reuse=tf.compat.v1.AUTO_REUSE))
+    with tf.compat.v1.variable_scope(**scope_args):
+        centers = tf.compat.v1.get_variable(
+            CENTERS_NAME, shape=[num_classes, dim], dtype=tf.float32,
+            initializer=tf.compat.v1.zeros_initializer(), trainable=False,
+            **distribute.table_options())  # {} without a tf.distribute strategy
+    if taken:
+        new_scope = centers.name[:-len(f"/{CENTERS_NAME}:0")]
+        warnings.warn(
+            f"cl: a centers table '{full_scope}/{CENTERS_NAME}' already exists "
+            f"in this graph (another model or loss owns it); this one is "
+            f"'{centers.name}'. Reach it with cl.centers_of(model) or "
+            f"cl.get_centers('{new_scope}').", stacklevel=4)
     return centers
 
 
@@ -190,7 +330,7 @@ def _apply_update(centers, labels, features, centers_batch, alpha, training,
 
 @tf.autograph.experimental.do_not_convert
 def center_loss(labels, features, alpha=None, num_classes=None, name=None,
-                centers=None, training=None):
+                centers=None, training=None, sample_weight=None):
     """Per-sample center loss `1/2 * ||x_i - c_{y_i}||^2`, updating the centers.
 
     Running the returned tensor also applies the paper's update
@@ -212,6 +352,11 @@ def center_loss(labels, features, alpha=None, num_classes=None, name=None,
         its learning phase True to the train function alone, so evaluate,
         predict and validation_data never move the centers). Or a Python or
         tensor bool gating the update.
+      sample_weight: float `[batch]` >= 0, or None. The update is the paper's
+        rule weighted by it (`cl.formulas`): a sample of weight 0 neither
+        moves its center nor counts in n_j. The returned loss is NOT
+        weighted (Keras and the caller weight per-sample losses themselves).
+        Under Keras compile, Keras's sample_weight / class_weight are used.
 
     Returns:
       float32 `[batch]` (float64 for float64 features). A sample with NaN or
@@ -220,8 +365,8 @@ def center_loss(labels, features, alpha=None, num_classes=None, name=None,
     Raises:
       ValueError / TypeError at graph construction for a bad alpha,
       num_classes, feature rank or dtype; InvalidArgumentError at run time,
-      before any center row changes, for labels out of range or of a batch
-      size different from the features.
+      before any variable changes, for labels out of range or of a batch
+      size different from the features, or negative/NaN sample weights.
     """
     what = "center_loss"
     compat.require_graph_mode(what)
@@ -232,36 +377,99 @@ def center_loss(labels, features, alpha=None, num_classes=None, name=None,
         labels = tf.convert_to_tensor(labels, name="labels")
         dim = _check_features(features, what)
         _check_labels(labels, features, what)
-        model = compat.keras_model_being_compiled()
-        if centers is None:
-            centers = centers_variable(num_classes, dim, name or DEFAULT_SCOPE,
-                                       owner=owner_of(model))
+        # Under Keras compile: the model's own table, Keras's sample weights,
+        # updates only in training steps, one update per table per step.
+        site = compat.keras_compile_site()
+        if centers is None and site is not None:
+            centers = site.table(num_classes, dim, name or DEFAULT_SCOPE)
+        elif centers is None:
+            centers = centers_variable(num_classes, dim, name or DEFAULT_SCOPE)
         elif tuple(centers.shape.as_list()) != (num_classes, dim):
             raise ValueError(
                 f"{what}: centers must have shape [num_classes={num_classes}, "
                 f"dim={dim}]; received {centers.shape}.")
-        if model is not None:
-            # Built by Keras compile: update only in training steps, and make
-            # the table part of the model's checkpoints.
-            from cl import keras_support
-            keras_support.attach_centers(model, centers)
-            if training is None:
-                training = compat.keras_backend(model).learning_phase()
+        if site is not None:
+            site.adopt(centers)
+            training = site.learning_phase if training is None else training
+            sample_weight = site.sample_weight if sample_weight is None else sample_weight
         compute_dtype = tf.float64 if features.dtype == tf.float64 else tf.float32
         features = tf.cast(features, compute_dtype)
         checks = _label_assertions(labels, features, num_classes, what)
         checks.append(_initialised_check(centers))
+        weights, weight_checks = checked_sample_weight(sample_weight, labels, compute_dtype, what)
+        checks += weight_checks
         with tf.control_dependencies(checks):
             labels = tf.identity(labels)
+        features = backprop_waits_for(checks, features)
+        if distribute.is_distributed(centers, training):
+            # Under tf.distribute: one update from every replica's batch.
+            return tf.identity(distribute.center_loss(
+                centers, labels, features, alpha, training, weights), name=scope)
         # One read serves both the loss and the update, so the loss always
         # sees the pre-update centers.
         centers_batch = tf.cast(
             tf.stop_gradient(tf.gather(centers, labels)), compute_dtype)
         per_sample = formulas.per_sample_center_loss(features, centers_batch)
-        updated = _apply_update(centers, labels, features, centers_batch,
-                                alpha, training)
+        if site is not None:
+            updated = site.update(centers, labels, features, centers_batch,
+                                  alpha, training, weights)
+        else:
+            updated = _apply_update(centers, labels, features, centers_batch,
+                                    alpha, training, weights)
         with tf.control_dependencies([updated]):
             return tf.identity(per_sample, name=scope)
+
+
+def checked_sample_weight(sample_weight, labels, dtype, what):
+    """`(weights [batch] or None, run-time checks)` for a per-sample weight.
+
+    Keras feeds `[batch]` (or `[batch, 1]`); anything else is refused at
+    build time, and negative or NaN weights at run time.
+    """
+    if sample_weight is None:
+        return None, []
+    weights = tf.cast(tf.convert_to_tensor(sample_weight, name="sample_weight"), dtype)
+    if weights.shape.rank == 2 and tf.compat.dimension_value(weights.shape[1]) == 1:
+        weights = weights[:, 0]
+    if weights.shape.rank not in (None, 1):
+        raise ValueError(
+            f"{what}: sample_weight must have shape [batch] (one weight per "
+            f"sample); received shape {weights.shape}. Temporal sample weights "
+            f"(sample_weight_mode='temporal') are not supported by center loss.")
+    bad = tf.logical_not(tf.logical_and(tf.math.is_finite(weights), weights >= 0))
+    return weights, [
+        tf.compat.v1.assert_equal(
+            tf.shape(weights), tf.shape(labels),
+            message=f"{what}: sample_weight must have shape [batch]; sample_weight, labels shapes:",
+            data=[tf.shape(weights), tf.shape(labels)]),
+        tf.compat.v1.Assert(
+            tf.logical_not(tf.reduce_any(bad)),
+            [f"{what}: sample weights must be finite and >= 0 (use 0 to mask "
+             "a sample); received:", tf.boolean_mask(weights, bad),
+             "at batch position(s):", tf.where(bad)[:, 0]],
+            summarize=20, name="sample_weight_valid"),
+    ]
+
+
+def backprop_waits_for(checks, tensor):
+    """`tensor`, whose gradient waits for `checks`.
+
+    The optimizer's updates consume the gradients, so a batch that fails
+    cl's checks updates no weight, slot or counter: TF runs ops as soon as
+    their inputs are ready, and a failing assert elsewhere in the step does
+    not stop a weight update that does not depend on it.
+    """
+    if not checks:
+        return tensor
+
+    @tf.custom_gradient
+    def gated(value):
+        def grad(upstream):
+            with tf.control_dependencies(checks):
+                return tf.identity(upstream)
+        return tf.identity(value), grad
+
+    return gated(tensor)
 
 
 @tf.autograph.experimental.do_not_convert
@@ -279,26 +487,24 @@ def softmax_loss(labels, features, name=None):
             logits=tf.cast(logits, dtype))
 
 
-def check_onehot_width(labels, logits, num_classes, what):
-    """Static check that one-hot labels and logits are num_classes wide."""
+def check_logits_width(logits, num_classes, what):
+    """Static check that the logits are num_classes wide."""
     width = tf.compat.dimension_value(logits.shape[-1]) if logits.shape.rank else None
     if width is not None and width != num_classes:
         raise ValueError(
             f"{what}: the logits have {width} classes but num_classes is "
             f"{num_classes}. Set cl.NUM_CLASSES = {width} (blog style) or build "
             f"the loss with cl.SoftmaxCenterLoss(num_classes={width}).")
-    label_width = tf.compat.dimension_value(labels.shape[-1]) if labels.shape.rank else None
-    if label_width is not None and width is not None and label_width != width:
-        raise ValueError(
-            f"{what}: one-hot labels have shape {labels.shape} but the logits "
-            f"have shape {logits.shape}; they must match.")
 
 
 @tf.autograph.experimental.do_not_convert
 def softmax_center_loss(labels, features, num_classes, alpha, lambda_,
-                        batch_sum=False, name=None, centers=None, training=None):
+                        batch_sum=False, name=None, centers=None, training=None,
+                        sample_weight=None):
     """`softmax_loss + lambda_ * center_loss` on logits, per sample `[batch]`.
 
+    labels: one-hot (or soft) `[batch, num_classes]`, or class ids `[batch]`
+    / `[batch, 1]` (see `class_ids`); the centers follow the argmax class.
     With `batch_sum=True` the center term is the blog's: summed over the
     batch and added to every sample, i.e. `lambda_ * sum_k 1/2||x_k - c_k||^2`.
     Since Keras averages per-sample losses, the per-sample form with
@@ -307,13 +513,17 @@ def softmax_center_loss(labels, features, num_classes, alpha, lambda_,
     with tf.compat.v1.name_scope(name, "softmax_center_loss", [labels, features]):
         labels = tf.convert_to_tensor(labels, name="labels")
         features = tf.convert_to_tensor(features, name="logits")
-        check_onehot_width(labels, features, num_classes, "cl.loss")
+        check_logits_width(features, num_classes, "cl.loss")
+        site = compat.keras_compile_site()
+        if sample_weight is None and site is not None:
+            sample_weight = site.sample_weight
+        targets, ids = softmax_targets(labels, num_classes, "cl.loss", sample_weight)
         center_term = center_loss(
-            tf.argmax(labels, axis=-1), features, alpha=alpha,
-            num_classes=num_classes, centers=centers, training=training)
+            ids, features, alpha=alpha, num_classes=num_classes, centers=centers,
+            training=training, sample_weight=sample_weight)
         if batch_sum:
             center_term = tf.reduce_sum(center_term) * tf.ones_like(center_term)
-        softmax_term = softmax_loss(labels, features)
+        softmax_term = softmax_loss(targets, backprop_waits_for([ids], features))
         return softmax_term + tf.cast(lambda_, center_term.dtype) * center_term
 
 
@@ -321,8 +531,9 @@ def softmax_center_loss(labels, features, num_classes, alpha, lambda_,
 def loss(labels, features, name=None):
     """The blog's combined loss: `softmax_loss + cl.LAMBDA * center_loss`.
 
-    labels: one-hot `[batch, cl.NUM_CLASSES]`; features: logits of the same
-    shape. Returns the per-sample loss `[batch]`. Uses the package constants
+    labels: one-hot `[batch, cl.NUM_CLASSES]` (class ids `[batch]` or
+    `[batch, 1]` work too); features: logits `[batch, cl.NUM_CLASSES]`.
+    Returns the per-sample loss `[batch]`. Uses the package constants
     `cl.NUM_CLASSES`, `cl.ALPHA`, `cl.LAMBDA` at call time.
     """
     return softmax_center_loss(

@@ -173,7 +173,7 @@ class TestCompileModel:
     def test_two_models_in_one_graph_get_their_own_tables(self, rng):
         first, second = logits_model(), logits_model()
         cl.compile_model(first, "adam")
-        with pytest.warns(UserWarning, match="gets its own table 'center_loss_1/centers:0'"):
+        with pytest.warns(UserWarning, match="this one is 'center_loss_1/centers:0'"):
             cl.compile_model(second, "adam")
         x, y = data(rng)
         first.fit(x, onehot(y), verbose=0)

@@ -1,0 +1,188 @@
+"""Where Keras 2's graph-mode compile meets the graph ops.
+
+When Keras compiles a model whose loss or metric is a cl one, `cl.ops`
+asks `cl.compat.keras_compile_site()` for a `CompileSite`: the model being
+compiled, the output's sample weights and Keras's learning phase. The site
+gives the model its own centers tables (kept on the model itself, by loss
+name, so a recompile keeps the trained centers and a new model never
+inherits a freed one's), makes them model state (checkpoints, get/set
+weights: see `cl.keras2.saving`), and builds one update per table per
+training step, even when one loss serves several outputs.
+"""
+
+import collections
+import warnings
+
+import numpy as np
+import tensorflow as tf
+
+from cl import compat, ops
+
+TABLES_ATTR = "_cl_tables"  # OrderedDict: loss name -> centers variable
+PENDING_ATTR = "_cl_pending_centers"  # values loaded before the tables existed
+STEP_ATTR = "_cl_step"  # the compile pass's per-table update records
+READS_ATTR = "_cl_metric_reads"  # (table, target, read) of cl metrics
+ADOPTED_ATTR = "_cl_adopted"  # tracking index -> table already made model state
+
+
+def tables_of(model):
+    """The model's OrderedDict of loss name -> centers variable."""
+    return model.__dict__.setdefault(TABLES_ATTR, collections.OrderedDict())
+
+
+def centers_of(model):
+    """The centers variables of `model`'s cl losses, in creation order."""
+    return list(model.__dict__.get(TABLES_ATTR, {}).values())
+
+
+def tracking_name(index):
+    """Name of the index-th table in the model's checkpoints (and .h5 files)."""
+    return "cl_centers" if index == 0 else f"cl_centers_{index}"
+
+
+class CompileSite:
+    """One cl loss or metric being built by Keras 2's compile for `model`."""
+
+    def __init__(self, frame_name, model, frame_locals):
+        self.model = model
+        self.backend = compat.keras_backend(model)
+        self.building_loss = frame_name == compat.LOSS_FRAME
+        # A new list per build of the loss sub-graph (compile, and Keras's
+        # rebuild when sample-weight modes change): one pass, one update.
+        self.pass_token = frame_locals.get("masks")
+        self.target = frame_locals.get("target")
+        if self.building_loss:
+            self.endpoint = frame_locals.get("endpoint")
+            # Keras's per-sample weights of this output: sample_weight,
+            # class_weight and the output mask, already combined.
+            self.sample_weight = frame_locals.get("sample_weight")
+        else:
+            endpoints = getattr(model, "_training_endpoints", None) or []
+            index = frame_locals.get("i")
+            self.endpoint = endpoints[index] if index is not None and index < len(endpoints) else None
+            self.sample_weight = None
+
+    @property
+    def learning_phase(self):
+        """Keras feeds True to the train function only: evaluate, predict
+        and validation never move the centers."""
+        return self.backend.learning_phase()
+
+    @property
+    def output_loss(self):
+        """The loss Keras compiled for this output (unwrapped), or None."""
+        loss = getattr(self.endpoint, "loss_fn", None)
+        return getattr(loss, "fn", loss)
+
+    def table(self, num_classes, dim, scope):
+        """The model's table for the loss named `scope`, made on first use.
+
+        A recompile with a loss of the same name and shape keeps the trained
+        table; a different shape gets a new one, with a warning.
+        """
+        tables = tables_of(self.model)
+        table = tables.get(scope)
+        if table is not None and tuple(table.shape.as_list()) == (num_classes, dim):
+            return table
+        new = ops.new_table(num_classes, dim, scope)
+        if table is not None:
+            warnings.warn(
+                f"cl: this model's centers table for '{scope}' has shape "
+                f"{table.shape.as_list()}, this compile needs [{num_classes}, "
+                f"{dim}]: the model gets a new zero table '{new.name}' and its "
+                f"old centers are no longer part of it (or of its checkpoints).",
+                stacklevel=5)
+        tables[scope] = new
+        self.adopt(new)
+        return new
+
+    def adopt(self, table):
+        """Makes `table` model state: initialised by Keras, in checkpoints,
+        and restored from values loaded before it existed."""
+        tables = tables_of(self.model)
+        if not any(t is table for t in tables.values()):
+            # An explicit `centers=` variable: the model owns it too.
+            tables[table.name] = table
+        index = [t is table for t in tables.values()].index(True)
+        adopted = self.model.__dict__.setdefault(ADOPTED_ATTR, {})
+        if adopted.get(index) is table:
+            return
+        adopted[index] = table
+        # A checkpoint dependency, not a layer weight: TF-format save_weights,
+        # ModelCheckpoint and tf.train.Checkpoint carry it, and HDF5 loading
+        # of the layers (order-based) is unaffected before compile.
+        self.model._track_trackable(table, name=tracking_name(index), overwrite=True)
+        # Keras initialises the variables it tracks, if still uninitialised,
+        # the next time it takes its session: loaded weights are never wiped.
+        self.backend.track_variable(table)
+        from cl.keras2 import saving
+        saving.install()
+        self._restore_pending(index, table)
+
+    def _restore_pending(self, index, table):
+        pending = self.model.__dict__.get(PENDING_ATTR) or {}
+        h5 = compat.h5_file_being_loaded()
+        if h5 is not None:
+            from cl.keras2 import saving
+            pending = dict(enumerate(saving.read_h5_centers(h5)))
+        value = pending.pop(index, None)
+        if value is None:
+            return
+        if value.shape != tuple(table.shape.as_list()):
+            raise ValueError(
+                f"cl: the centers loaded for this model have shape {value.shape}, "
+                f"but its table '{table.name}' is {table.shape.as_list()}: the "
+                f"file was saved from a differently configured loss.")
+        self.backend.batch_set_value([(table, np.asarray(value, np.float32))])
+
+    def note_read(self, table, tensor):
+        """A metric's read of `table`: the update waits for it, so metrics
+        always see the pre-update centers."""
+        reads = self.model.__dict__.setdefault(READS_ATTR, [])
+        reads.append((table, self.target, tensor))
+
+    def _reads_of(self, table):
+        """Metric reads of `table` fed by this model's current targets."""
+        targets = getattr(self.model, "_targets", None) or []
+        return [tensor for read_table, target, tensor in self.model.__dict__.get(READS_ATTR, [])
+                if read_table is table and any(target is t for t in targets)]
+
+    def update(self, table, labels, features, centers_batch, alpha, training, weights):
+        """This step's update of `table`, on the joint batch of every cl loss
+        on it in this compile (one CenterLoss on two outputs of a siamese
+        model updates once, on both outputs' samples, deterministically).
+
+        Returns an op the loss must wait for.
+        """
+        record = self._record(table)
+        if weights is None:
+            weights = tf.ones_like(labels, dtype=features.dtype)
+        if record["batches"] and record["alpha"] != alpha:
+            raise ValueError(
+                f"cl: two losses update the table '{table.name}' with "
+                f"different alpha ({record['alpha']} and {alpha}); give them "
+                f"different names for a table each.")
+        record["alpha"] = alpha
+        record["batches"].append((labels, features, centers_batch, weights))
+        joint = [tf.concat(parts, axis=0) for parts in zip(*record["batches"])]
+        with tf.control_dependencies(self._reads_of(table)):
+            updated = ops._apply_update(table, joint[0], joint[1], joint[2], alpha,
+                                        training, joint[3])
+        if record["hook"] is None:
+            with tf.control_dependencies([updated]):
+                record["hook"] = tf.no_op(name="center_update_hook")
+        else:
+            # The losses built earlier in this compile wait on the same hook:
+            # point it at the joint update instead of the earlier partial one.
+            compat.replace_control_inputs(record["hook"], [updated])
+        return record["hook"]
+
+    def _record(self, table):
+        """This compile pass's record for `table` (a new pass starts fresh)."""
+        token = self.pass_token
+        step = self.model.__dict__.get(STEP_ATTR)
+        if step is None or step["token"] is not token:
+            step = {"token": token, "tables": {}}
+            self.model.__dict__[STEP_ATTR] = step
+        return step["tables"].setdefault(
+            table.name, {"batches": [], "hook": None, "alpha": None})

@@ -1,0 +1,273 @@
+"""cl.keras3 against the numpy reference, on the backend KERAS_BACKEND names.
+
+The embedding fed to the layer is the model's input itself, so the features
+of every step are known exactly and the centers can be replayed in numpy.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+import reference
+from conftest import keras3_or_skip
+
+keras = keras3_or_skip()
+from cl.keras3 import CenterLoss, CenterLossModel  # noqa: E402
+
+C, D, B, ALPHA, WEIGHT = 7, 3, 16, 0.5, 0.1
+PRESENT = 5  # labels drawn from 0..4: classes 5 and 6 stay absent
+BACKEND = keras.backend.backend()
+
+
+def centers_of(layer):
+    return keras.ops.convert_to_numpy(layer.centers.value).copy()
+
+
+def build(with_weights=False, **compile_kwargs):
+    x = keras.Input((D,), name="x")
+    y = keras.Input((), dtype="int32", name="y")
+    inputs = [x, y]
+    layer = CenterLoss(C, alpha=ALPHA, weight=WEIGHT, name="center")
+    if with_weights:
+        w = keras.Input((), name="w")
+        inputs.append(w)
+        embedding = layer([x, y, w])
+    else:
+        embedding = layer([x, y])
+    logits = keras.layers.Dense(C, name="logits")(keras.layers.Dense(D, name="hidden")(embedding))
+    model = keras.Model(inputs, logits)
+    model.compile(keras.optimizers.SGD(0.01),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), **compile_kwargs)
+    return model, layer
+
+
+def batches(rng, steps, nan_at=None):
+    for step in range(steps):
+        x = rng.normal(size=(B, D)).astype("float32") + 3.0
+        y = rng.integers(0, PRESENT, B).astype("int32")
+        y[:4] = y[0]  # duplicates in every batch
+        if step == nan_at:
+            x[2, 1] = np.nan
+        yield x, y
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_fit_steps_follow_the_reference(rng, jit):
+    model, layer = build(jit_compile=jit)
+    expected = np.zeros((C, D), np.float32)
+    for x, y in batches(rng, 5, nan_at=2):
+        model.train_on_batch([x, y], y)
+        expected = reference.update_centers(y, x, expected, ALPHA)
+        np.testing.assert_allclose(centers_of(layer), expected, rtol=1e-5, atol=1e-6)
+    assert np.all(np.isfinite(expected)) and not np.all(expected[:PRESENT] == 0)
+    assert np.all(centers_of(layer)[PRESENT:] == 0)  # absent classes never move
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_sample_weight_input_weights_the_update(rng, jit):
+    model, layer = build(with_weights=True, jit_compile=jit)
+    expected = np.zeros((C, D), np.float32)
+    for x, y in batches(rng, 4):
+        w = rng.uniform(0.5, 2.0, B).astype("float32")
+        w[y == y[5]] = 0.0  # a whole class at weight 0: its center must not move
+        before = centers_of(layer)[y[5]].copy()
+        model.train_on_batch([x, y, w], y)
+        expected = reference.update_centers(y, x, expected, ALPHA, w)
+        np.testing.assert_allclose(centers_of(layer), expected, rtol=1e-5, atol=1e-6)
+        assert np.array_equal(centers_of(layer)[y[5]], before)
+
+
+def test_steps_per_execution_and_fit(rng):
+    model, layer = build(steps_per_execution=3)
+    data = list(batches(rng, 6))
+    x = np.concatenate([b[0] for b in data])
+    y = np.concatenate([b[1] for b in data])
+    model.fit([x, y], y, batch_size=B, shuffle=False, epochs=1, verbose=0)
+    expected = np.zeros((C, D), np.float32)
+    for xb, yb in data:
+        expected = reference.update_centers(yb, xb, expected, ALPHA)
+    np.testing.assert_allclose(centers_of(layer), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_loss_is_from_the_pre_update_centers(rng):
+    model, layer = build()
+    x, y = next(batches(rng, 1))
+    model.train_on_batch([x, y], y)
+    old = centers_of(layer)
+    x, y = next(batches(rng, 1))
+    layer([keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y)], training=True)
+    expected_loss = WEIGHT * reference.center_loss(y, x, old).mean()
+    assert len(layer.losses) == 1
+    np.testing.assert_allclose(float(layer.losses[0]), expected_loss, rtol=1e-5)
+    np.testing.assert_allclose(centers_of(layer), reference.update_centers(y, x, old, ALPHA),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_evaluate_predict_validation_and_training_false_never_move(rng):
+    model, layer = build()
+    train = list(batches(rng, 2))
+    x_val = rng.normal(size=(B, D)).astype("float32")
+    y_val = np.full(B, 6, "int32")  # a class seen only in validation
+    x = np.concatenate([b[0] for b in train])
+    y = np.concatenate([b[1] for b in train])
+    model.fit([x, y], y, batch_size=B, shuffle=False, validation_data=([x_val, y_val], y_val),
+              verbose=0)
+    assert np.all(centers_of(layer)[6] == 0)
+    after_fit = centers_of(layer)
+    model.evaluate([x_val, y_val], y_val, verbose=0)
+    model.predict([x_val, y_val], verbose=0)
+    model([x_val, y_val], training=False)
+    model.test_on_batch([x_val, y_val], y_val)
+    assert np.array_equal(centers_of(layer), after_fit)
+    expected = np.zeros((C, D), np.float32)
+    for xb, yb in train:
+        expected = reference.update_centers(yb, xb, expected, ALPHA)
+    np.testing.assert_allclose(after_fit, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_inference_needs_no_labels(rng):
+    model, layer = build()
+    x, y = next(batches(rng, 1))
+    model.train_on_batch([x, y], y)
+    # The deployed model reuses the trained layers; on the embedding alone the
+    # center-loss layer passes it through.
+    x_in = keras.Input((D,))
+    deployed = keras.Model(
+        x_in, model.get_layer("logits")(model.get_layer("hidden")(layer(x_in))))
+    before = centers_of(layer)
+    np.testing.assert_allclose(deployed.predict(x, verbose=0), model.predict([x, y], verbose=0),
+                               rtol=1e-5)
+    passed = layer(keras.ops.convert_to_tensor(x))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(passed), x)
+    assert layer.losses == [] and np.array_equal(centers_of(layer), before)
+
+
+def test_mixed_float16_keeps_float32_centers(rng):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model, layer = build()
+        x, y = next(batches(rng, 1))
+        loss = model.train_on_batch([x, y], y)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert layer.centers.dtype == "float32" and layer.compute_dtype == "float16"
+    assert np.isfinite(loss)
+    expected = reference.update_centers(y, x.astype("float16").astype("float32"),
+                                        np.zeros((C, D), np.float32), ALPHA)
+    np.testing.assert_allclose(centers_of(layer), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_keras_file_round_trip_is_exact(rng, tmp_path):
+    model, layer = build()
+    for x, y in batches(rng, 3):
+        model.train_on_batch([x, y], y)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    loaded_layer = loaded.get_layer("center")
+    assert isinstance(loaded_layer, CenterLoss)
+    assert (loaded_layer.num_classes, loaded_layer.alpha, loaded_layer.weight) == (C, ALPHA, WEIGHT)
+    assert np.array_equal(centers_of(loaded_layer), centers_of(layer))
+    assert loaded_layer.centers.path == "center/centers" and not loaded_layer.centers.trainable
+
+
+def test_out_of_range_labels_change_no_center(rng):
+    model, layer = build()
+    x, y = next(batches(rng, 1))
+    model.train_on_batch([x, y], y)
+    before = centers_of(layer)
+    bad = y.copy()
+    bad[3], bad[9] = C, -1
+    with pytest.raises(ValueError, match=r"\[0, num_classes=7\).*\[7, -1\].*\[3, 9\]"):
+        layer([keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(bad)], training=True)
+    assert np.array_equal(centers_of(layer), before)
+
+
+def test_out_of_range_labels_in_a_compiled_step(rng):
+    model, layer = build(jit_compile=BACKEND == "jax")
+    x, y = next(batches(rng, 1))
+    model.train_on_batch([x, y], y)
+    before = centers_of(layer)
+    bad = y.copy()
+    bad[3] = C + 5
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"num_classes=7"):
+            model.train_on_batch([x, bad], y)
+        assert np.array_equal(centers_of(layer), before)
+    else:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.train_on_batch([x, bad], y)
+            keras.ops.convert_to_numpy(layer.centers.value)  # wait for the callback
+        assert any("out-of-range label(s) [12]" in str(w.message) for w in caught)
+        keep = np.arange(B) != 3
+        np.testing.assert_allclose(
+            centers_of(layer), reference.update_centers(y[keep], x[keep], before, ALPHA),
+            rtol=1e-5, atol=1e-6)
+
+
+def test_settings_and_shapes_are_checked():
+    with pytest.raises(ValueError, match="alpha"):
+        CenterLoss(3, alpha=1.5)
+    with pytest.raises(ValueError, match="num_classes"):
+        CenterLoss(0)
+    layer = CenterLoss(4)
+    layer.build([(None, 2), (None,)])
+    with pytest.raises(ValueError):
+        layer.centers.assign(np.zeros((4, 3), "float32"))
+
+
+class TestCenterLossModel:
+    """Labels only as targets: fit(x, y), no dummy inputs."""
+
+    def build(self, jit=False):
+        x = keras.Input((D,))
+        hidden = keras.layers.Dense(D, name="embedding")(x)
+        logits = keras.layers.Dense(C)(hidden)
+        backbone = keras.Model(x, [logits, hidden])
+        model = CenterLossModel(backbone, num_classes=C, alpha=ALPHA, weight=WEIGHT)
+        model.compile(keras.optimizers.SGD(0.0),  # frozen backbone: known features
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["sparse_categorical_accuracy"], jit_compile=jit)
+        features = keras.Model(x, hidden)
+        return model, features
+
+    @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+    def test_fit_with_targets_only_follows_the_reference(self, rng, jit):
+        model, features = self.build(jit)
+        data = list(batches(rng, 3))
+        x = np.concatenate([b[0] for b in data])
+        y = np.concatenate([b[1] for b in data])
+        history = model.fit(x, y, batch_size=B, shuffle=False, verbose=0)
+        assert "sparse_categorical_accuracy" in history.history
+        expected = np.zeros((C, D), np.float32)
+        for xb, yb in data:
+            expected = reference.update_centers(yb, features.predict(xb, verbose=0), expected, ALPHA)
+        np.testing.assert_allclose(centers_of(model.center_loss), expected, rtol=1e-5, atol=1e-6)
+        after = centers_of(model.center_loss)
+        model.evaluate(x, y, verbose=0)
+        logits, embedding = model.predict(x, verbose=0)
+        assert logits.shape == (len(x), C) and embedding.shape == (len(x), D)
+        assert np.array_equal(centers_of(model.center_loss), after)
+
+    def test_loss_adds_the_center_term(self, rng):
+        model, features = self.build()
+        x, y = next(batches(rng, 1))
+        model.train_on_batch(x, y)
+        x, y = next(batches(rng, 1))
+        centers = centers_of(model.center_loss)
+        softmax = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(
+            y, model.predict(x, verbose=0)[0])
+        term = WEIGHT * reference.center_loss(y, features.predict(x, verbose=0), centers).mean()
+        result = model.evaluate(x, y, verbose=0, return_dict=True)
+        np.testing.assert_allclose(result["loss"], float(softmax) + term, rtol=1e-5)
+
+    def test_keras_file_round_trip_is_exact(self, rng, tmp_path):
+        model, _ = self.build()
+        x, y = next(batches(rng, 1))
+        model.train_on_batch(x, y)
+        model.save(tmp_path / "wrapped.keras")
+        loaded = keras.models.load_model(tmp_path / "wrapped.keras")
+        assert isinstance(loaded, CenterLossModel)
+        assert np.array_equal(centers_of(loaded.center_loss), centers_of(model.center_loss))
+        assert not np.all(centers_of(loaded.center_loss) == 0)

@@ -1,0 +1,38 @@
+"""`import cl` stays free of TensorFlow; the lazy names resolve where they did."""
+
+import pytest
+from helpers import run_python
+
+
+def test_import_cl_imports_no_tensorflow():
+    result = run_python(
+        "import sys, cl\n"
+        "assert cl.NUM_CLASSES == 240 and cl.ALPHA == 0.6 and cl.LAMBDA == 0.0005\n"
+        "cl.NUM_CLASSES = 10\n"
+        "from cl import formulas, checkpoints\n"
+        "print(sorted(m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules))\n")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
+
+
+def test_keras3_imports_without_tensorflow_on_jax():
+    pytest.importorskip("jax")
+    result = run_python(
+        "import sys, cl\n"
+        "layer = cl.keras3.CenterLoss(3)\n"
+        "print('tensorflow' in sys.modules, type(layer).__module__)\n",
+        env={"KERAS_BACKEND": "jax"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["False", "cl.keras3"]
+
+
+def test_lazy_names_come_from_their_modules():
+    pytest.importorskip("tensorflow")
+    import cl
+    from cl import checkpoints, formulas, ops, tf2
+    assert cl.center_loss is ops.center_loss and cl.get_centers is ops.get_centers
+    assert cl.center_update is formulas.center_update
+    assert cl.read_centers is checkpoints.read_centers and cl.tf2 is tf2
+    assert set(cl._KERAS_NAMES) <= set(cl.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        cl.nope  # noqa: B018
