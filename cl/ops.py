@@ -91,7 +91,7 @@ def _check_labels(labels, features, what):
 EXACT_INTEGERS = {tf.float16: 2048, tf.bfloat16: 256}
 
 
-def class_ids(y_true, num_classes, what, sample_weight=None):
+def class_ids(y_true, num_classes, what, sample_weight=None, unlabeled_rows="error"):
     """Checked int64 class ids `[batch]` from Keras-style targets.
 
     Accepts class ids `[batch]` / `[batch, 1]` (ints, or the floats Keras
@@ -101,7 +101,9 @@ def class_ids(y_true, num_classes, what, sample_weight=None):
     anything uses the ids: whole numbers in `[0, num_classes)`; ids exact in
     a 16-bit target dtype; every one-hot row names a class (an all-zero or
     NaN row, the usual "unlabeled" marker, is an error unless its
-    `sample_weight` is 0; mask samples with sample weight 0).
+    `sample_weight` is 0; mask samples with sample weight 0). Metrics,
+    which get no sample weights when Keras builds them and move nothing,
+    pass `unlabeled_rows="argmax"` to read such rows as their argmax.
     """
     y_true = tf.convert_to_tensor(y_true)
     rank = y_true.shape.rank
@@ -114,7 +116,7 @@ def class_ids(y_true, num_classes, what, sample_weight=None):
         _check_exact(y_true.dtype, num_classes, what)
         ids = _sparse_ids(y_true if rank == 1 else y_true[:, 0], num_classes, what)
     elif width == num_classes:
-        ids = _onehot_ids(y_true, sample_weight, what)
+        ids = _onehot_ids(y_true, sample_weight, what, unlabeled_rows)
     else:
         runtime_width = tf.shape(y_true)[1]
         check = tf.compat.v1.Assert(
@@ -123,7 +125,7 @@ def class_ids(y_true, num_classes, what, sample_weight=None):
         with tf.control_dependencies([check]):
             ids = tf.cond(tf.equal(runtime_width, 1),
                           lambda: _sparse_ids(y_true[:, 0], num_classes, what),
-                          lambda: _onehot_ids(y_true, sample_weight, what))
+                          lambda: _onehot_ids(y_true, sample_weight, what, unlabeled_rows))
     in_range = tf.logical_and(ids >= 0, ids < num_classes)
     check = tf.compat.v1.Assert(
         tf.reduce_all(in_range),
@@ -173,8 +175,10 @@ def _sparse_ids(labels, num_classes, what):
         return tf.cast(labels, tf.int64)
 
 
-def _onehot_ids(rows, sample_weight, what):
+def _onehot_ids(rows, sample_weight, what, unlabeled_rows="error"):
     """argmax of each row, after checking that each row names a class."""
+    if unlabeled_rows == "argmax":
+        return tf.argmax(rows, axis=-1)
     names_a_class = tf.logical_and(
         tf.reduce_any(rows > 0, axis=1),
         tf.reduce_all(tf.math.is_finite(tf.cast(rows, tf.float32)), axis=1))

@@ -15,14 +15,8 @@ def accuracy(y_true, y_pred):
     """
     logits = tf.convert_to_tensor(y_pred)
     labels = ops.class_ids(y_true, tf.compat.dimension_value(logits.shape[-1]), "cl.accuracy",
-                           _metric_sample_weight())
+                           unlabeled_rows="argmax")
     return tf.cast(tf.equal(labels, tf.argmax(logits, axis=-1)), tf.float32)
-
-
-def _metric_sample_weight():
-    # Metrics get no sample weights from Keras at build time; rows of
-    # weight 0 are then checked like any other (an all-zero row fails).
-    return None
 
 
 def _table_settings(loss, site):
@@ -68,7 +62,7 @@ def center_metrics(loss=None):
             table = loss.table(y_pred)
         else:
             table = ops.centers_variable(classes, dim)
-        labels = ops.class_ids(y_true, classes, "center metrics")
+        labels = ops.class_ids(y_true, classes, "center metrics", unlabeled_rows="argmax")
         features = tf.cast(y_pred, tf.float32)
         centers_batch = tf.gather(table, labels)
         if site is not None:

@@ -136,7 +136,7 @@ class TestCase03UnlabeledOneHotRows:
 
     def test_weight_zero_masks_an_unlabeled_row(self, rng):
         model = logits_model(trainable=False)
-        cl.compile_model(model, "sgd")
+        cl.compile_model(model, "sgd", metrics=["accuracy"] + cl.center_metrics())
         x, y = data(rng, n=8)
         targets = onehot(y)
         targets[5] = 0.0
