@@ -45,6 +45,16 @@ _LAZY = {
 }
 
 
+def _extend_loaded_keras2():
+    """If the user's Keras 2 is already imported, extend its Model's state
+    routes now (`cl.keras2.saving`), so that an `.h5` file loaded before
+    compile keeps its centers even when only `cl.loss` is used later.
+    Imports nothing that is not already imported."""
+    import sys
+    if any(f"{root}.src.engine.training_v1" in sys.modules for root in ("tf_keras", "keras")):
+        importlib.import_module("cl.keras2")
+
+
 def __getattr__(name):
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
@@ -63,3 +73,5 @@ __all__ = [
     "softmax_center_loss", "get_centers", "center_update",
     "per_sample_center_loss", "read_centers", "TowerCenterLoss", *_KERAS_NAMES,
 ]
+
+_extend_loaded_keras2()

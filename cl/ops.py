@@ -404,7 +404,6 @@ def center_loss(labels, features, alpha=None, num_classes=None, name=None,
         checks += weight_checks
         with tf.control_dependencies(checks):
             labels = tf.identity(labels)
-        features = backprop_waits_for(checks, features)
         if distribute.is_distributed(centers, training):
             # Under tf.distribute: one update from every replica's batch.
             return tf.identity(distribute.center_loss(
@@ -453,27 +452,6 @@ def checked_sample_weight(sample_weight, labels, dtype, what):
              "at batch position(s):", tf.where(bad)[:, 0]],
             summarize=20, name="sample_weight_valid"),
     ]
-
-
-def backprop_waits_for(checks, tensor):
-    """`tensor`, whose gradient waits for `checks`.
-
-    The optimizer's updates consume the gradients, so a batch that fails
-    cl's checks updates no weight, slot or counter: TF runs ops as soon as
-    their inputs are ready, and a failing assert elsewhere in the step does
-    not stop a weight update that does not depend on it.
-    """
-    if not checks:
-        return tensor
-
-    @tf.custom_gradient
-    def gated(value):
-        def grad(upstream):
-            with tf.control_dependencies(checks):
-                return tf.identity(upstream)
-        return tf.identity(value), grad
-
-    return gated(tensor)
 
 
 @tf.autograph.experimental.do_not_convert
@@ -527,7 +505,7 @@ def softmax_center_loss(labels, features, num_classes, alpha, lambda_,
             training=training, sample_weight=sample_weight)
         if batch_sum:
             center_term = tf.reduce_sum(center_term) * tf.ones_like(center_term)
-        softmax_term = softmax_loss(targets, backprop_waits_for([ids], features))
+        softmax_term = softmax_loss(targets, features)
         return softmax_term + tf.cast(lambda_, center_term.dtype) * center_term
 
 

@@ -159,5 +159,5 @@ class SparseSoftmaxLoss(keras.losses.Loss):
         if width is None:
             raise ValueError(f"{self.name}: the logits' width (number of classes) "
                              f"must be known; received shape {logits.shape}.")
-        targets, ids = ops.softmax_targets(y_true, width, self.name, _sample_weight())
-        return ops.softmax_loss(targets, ops.backprop_waits_for([ids], logits))
+        targets, _ = ops.softmax_targets(y_true, width, self.name, _sample_weight())
+        return ops.softmax_loss(targets, logits)

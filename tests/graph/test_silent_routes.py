@@ -383,6 +383,38 @@ class TestCase12And13LoadBeforeCompile:
         fresh.compile("sgd", loss=cl.loss)
         np.testing.assert_array_equal(session().run(cl.centers_of(fresh)[0]), trained)
 
+    def test_blog_script_loads_h5_weights_before_compiling_cl_loss(self, tmp_path):
+        """Blog style: Keras imported first, `cl.loss` only, load then compile."""
+        path = str(tmp_path / "w.h5")
+        script = (
+            "import sys, numpy as np, tensorflow as tf\n"
+            "tf.compat.v1.disable_eager_execution()\n"
+            "try:\n    import tf_keras as keras\nexcept ImportError:\n    from tensorflow import keras\n"
+            "import cl\n"
+            "cl.NUM_CLASSES = 4\n"
+            "def build():\n"
+            "    inputs = keras.Input((6,))\n"
+            "    return keras.Model(inputs, keras.layers.Dense(4)(inputs))\n"
+            "rng = np.random.default_rng(0)\n"
+            "x = rng.normal(size=(16, 6)).astype('float32'); y = np.eye(4)[rng.integers(0, 4, 16)]\n"
+            "session = cl.compat.keras_backend().get_session\n"
+            "if sys.argv[1] == 'save':\n"
+            "    model = build(); model.compile('sgd', loss=cl.loss)\n"
+            "    model.fit(x, y, verbose=0)\n"
+            "    model.save_weights(sys.argv[2])\n"
+            "    print('CENTERS', float(np.abs(session().run(cl.get_centers())).sum()))\n"
+            "else:\n"
+            "    model = build(); model.load_weights(sys.argv[2])\n"
+            "    model.compile('sgd', loss=cl.loss)\n"
+            "    model.predict(x)\n"
+            "    print('CENTERS', float(np.abs(session().run(cl.get_centers())).sum()))\n")
+        saved, loaded = (run_python(script, step, path) for step in ("save", "load"))
+        assert "CENTERS" in saved.stdout, saved.stderr[-3000:]
+        assert "CENTERS" in loaded.stdout, loaded.stderr[-3000:]
+        total = float(saved.stdout.split("CENTERS ")[1].split()[0])
+        assert total > 0
+        assert float(loaded.stdout.split("CENTERS ")[1].split()[0]) == total
+
     def test_keras_load_model_h5(self, rng, tmp_path):
         model, trained = TestCase10StateRoutes().trained(rng)
         model.save(str(tmp_path / "m.h5"))
