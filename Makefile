@@ -70,6 +70,7 @@ demo: venv
 
 bench: venv venv-jax
 	$(BIN)/python bench/bench.py --out out/bench
+	$(BIN)/python bench/distribute_bench.py
 	$(BIN)/python bench/bench_keras3.py --out out/bench --backend tensorflow
 	KERAS_BACKEND=jax $(JAX_VENV)/bin/python bench/bench_keras3.py --out out/bench --backend jax
 
