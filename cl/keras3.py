@@ -219,8 +219,8 @@ class CenterLoss(keras.layers.Layer):
             raise ValueError(f"{what}: the embedding must have shape [batch, dim]; "
                              f"received shape {tuple(features.shape)}.")
         labels = table.checked(_class_ids(labels, self.num_classes, what), self.num_classes, what)
-        # Where the check cannot raise (TensorFlow under XLA), an out-of-range
-        # label reads row 0 and has weight 0: it never moves a center.
+        # Where the check cannot raise (TensorFlow under XLA, jitted JAX), an
+        # out-of-range label reads row 0 and has weight 0: it never moves a center.
         in_range = keras.ops.logical_and(labels >= 0, labels < self.num_classes)
         safe_labels = keras.ops.where(in_range, labels, keras.ops.zeros_like(labels))
         weights = keras.ops.cast(in_range, "float32")
@@ -231,6 +231,10 @@ class CenterLoss(keras.layers.Layer):
         per_sample = formulas.per_sample_center_loss(features, centers_batch, self._backend)
         if sample_weight is not None:
             per_sample = per_sample * weights
+        # Where the check could not raise (XLA, a jitted JAX step), the term
+        # reads NaN, so the progress bar, History and TerminateOnNaN show the
+        # bad batch; no gradient reaches the NaN, so the weights are unharmed.
+        per_sample = keras.ops.where(in_range, per_sample, float("nan"))
         if training:
             class_ids, deltas = formulas.center_update(
                 safe_labels, keras.ops.stop_gradient(features), centers_batch, self.alpha,
