@@ -58,10 +58,12 @@ def _range_message(labels, num_classes, what):
     bad = (labels < 0) | (labels >= num_classes)
     if not bad.any():
         return None
+    hint = (" (-1: a one-hot row that names no class, all zeros or NaN; drop "
+            "such samples)" if (labels == -1).any() else "")
     return (
         f"{what}: labels must be class ids in [0, num_classes={num_classes}); "
         f"received out-of-range label(s) {labels[bad][:20].tolist()} at batch "
-        f"position(s) {np.flatnonzero(bad)[:20].tolist()}.")
+        f"position(s) {np.flatnonzero(bad)[:20].tolist()}{hint}.")
 
 
 def _raise_if_out_of_range(labels, num_classes, what):
@@ -146,7 +148,12 @@ def _class_ids(labels, num_classes, what):
     labels = keras.ops.convert_to_tensor(labels)
     shape = tuple(labels.shape)
     if len(shape) == 2 and shape[1] == num_classes and num_classes > 1:
-        labels = keras.ops.argmax(labels, axis=-1)
+        # A row that names no class (all zeros or NaN, an "unlabeled"
+        # marker) becomes -1, refused by the range check, never class 0.
+        rows = keras.ops.cast(labels, "float32")
+        names_a_class = keras.ops.logical_and(
+            keras.ops.any(rows > 0, axis=-1), keras.ops.all(keras.ops.isfinite(rows), axis=-1))
+        labels = keras.ops.where(names_a_class, keras.ops.argmax(rows, axis=-1), -1)
     elif len(shape) == 2 and shape[1] == 1:
         labels = keras.ops.reshape(labels, (-1,))
     elif len(shape) != 1:

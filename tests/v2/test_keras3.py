@@ -182,6 +182,17 @@ def test_out_of_range_labels_change_no_center(rng):
     assert np.array_equal(centers_of(layer), before)
 
 
+def test_one_hot_rows_naming_no_class_are_refused(rng):
+    model, layer = build()
+    x, y = next(batches(rng, 1))
+    rows = np.eye(C, dtype="float32")[y]
+    rows[5] = 0.0
+    rows[6, 0] = np.nan
+    with pytest.raises(ValueError, match=r"\[-1, -1\] at batch position\(s\) \[5, 6\].*names no class"):
+        layer([keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(rows)], training=True)
+    assert not np.any(centers_of(layer))
+
+
 @pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
 def test_out_of_range_labels_in_a_compiled_step(rng, jit):
     if BACKEND == "jax" and not jit:
