@@ -131,6 +131,24 @@ def keras_compile_frame():
     return None
 
 
+# Keras 2 under a tf.distribute strategy (training_v1) compiles the user's
+# model (the template) in cross-replica context, then clones it once per
+# replica in one of these functions, whose `model` local is the template.
+REPLICA_CLONE_FRAMES = ("_build_network_on_replica", "_clone_and_build_model")
+
+
+def keras_replica_template():
+    """The template model whose per-replica clone Keras 2 is compiling, or None."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name in REPLICA_CLONE_FRAMES:
+            model = frame.f_locals.get("model")
+            if keras2_root(model) is not None:
+                return model
+        frame = frame.f_back
+    return None
+
+
 def keras_compile_site():
     """The `cl.keras2.site.CompileSite` of the Keras 2 compile building this
     loss or metric, or None. The one place the graph ops reach Keras: the

@@ -396,6 +396,8 @@ def center_loss(labels, features, alpha=None, num_classes=None, name=None,
             site.adopt(centers)
             training = site.learning_phase if training is None else training
             sample_weight = site.sample_weight if sample_weight is None else sample_weight
+            # Under a strategy: the template's loss reads, the clones' update.
+            training = site.distributed_training(centers, training)
         compute_dtype = tf.float64 if features.dtype == tf.float64 else tf.float32
         features = tf.cast(features, compute_dtype)
         checks = _label_assertions(labels, features, num_classes, what)

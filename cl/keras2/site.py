@@ -45,6 +45,11 @@ class CompileSite:
 
     def __init__(self, frame_name, model, frame_locals):
         self.model = model
+        # Under a tf.distribute strategy, Keras compiles one clone of the
+        # user's model per replica: the clones use the user's model's tables
+        # (the ones users see, save and restore), never tables of their own.
+        template = compat.keras_replica_template()
+        self.owner = template if template is not None and template is not model else model
         self.backend = compat.keras_backend(model)
         self.building_loss = frame_name == compat.LOSS_FRAME
         # A new list per build of the loss sub-graph (compile, and Keras's
@@ -80,7 +85,7 @@ class CompileSite:
         A recompile with a loss of the same name and shape keeps the trained
         table; a different shape gets a new one, with a warning.
         """
-        tables = tables_of(self.model)
+        tables = tables_of(self.owner)
         table = tables.get(scope)
         if table is not None and tuple(table.shape.as_list()) == (num_classes, dim):
             return table
@@ -99,19 +104,19 @@ class CompileSite:
     def adopt(self, table):
         """Makes `table` model state: initialised by Keras, in checkpoints,
         and restored from values loaded before it existed."""
-        tables = tables_of(self.model)
+        tables = tables_of(self.owner)
         if not any(t is table for t in tables.values()):
             # An explicit `centers=` variable: the model owns it too.
             tables[table.name] = table
         index = [t is table for t in tables.values()].index(True)
-        adopted = self.model.__dict__.setdefault(ADOPTED_ATTR, {})
+        adopted = self.owner.__dict__.setdefault(ADOPTED_ATTR, {})
         if adopted.get(index) is table:
             return
         adopted[index] = table
         # A checkpoint dependency, not a layer weight: TF-format save_weights,
         # ModelCheckpoint and tf.train.Checkpoint carry it, and HDF5 loading
         # of the layers (order-based) is unaffected before compile.
-        self.model._track_trackable(table, name=tracking_name(index), overwrite=True)
+        self.owner._track_trackable(table, name=tracking_name(index), overwrite=True)
         # Keras initialises the variables it tracks, if still uninitialised,
         # the next time it takes its session: loaded weights are never wiped.
         self.backend.track_variable(table)
@@ -120,7 +125,7 @@ class CompileSite:
         self._restore_pending(index, table)
 
     def _restore_pending(self, index, table):
-        pending = self.model.__dict__.get(PENDING_ATTR) or {}
+        pending = self.owner.__dict__.get(PENDING_ATTR) or {}
         h5 = compat.h5_file_being_loaded()
         if h5 is not None:
             from cl.keras2 import saving
@@ -135,9 +140,47 @@ class CompileSite:
                 f"file was saved from a differently configured loss.")
         self.backend.batch_set_value([(table, np.asarray(value, np.float32))])
 
+    def distributed_training(self, table, training):
+        """`training` for a loss on a tf.distribute table (a clone's or the
+        template's), checked; `training` itself for a plain table.
+
+        The template is compiled in cross-replica context, where no batch is
+        known and its functions never run under the strategy: its loss only
+        reads. In a replica's clone the learning phase is a Python int (1 in
+        fit, 0 in evaluate/predict). The per-replica update cannot join
+        several losses into one update, so a second loss updating the same
+        table is refused.
+        """
+        if not isinstance(table, tf.distribute.DistributedValues):
+            return training
+        if tf.distribute.in_cross_replica_context():
+            return False
+        if isinstance(training, (int, np.integer)) and not isinstance(training, bool):
+            training = bool(training)
+        if training is not False:
+            record = self._record(table)
+            if record["batches"]:
+                raise NotImplementedError(
+                    f"cl: two losses update the centers table '{table.name}' "
+                    f"under {type(tf.distribute.get_strategy()).__name__}; "
+                    f"under a tf.distribute strategy each table can be updated "
+                    f"by one loss on one output. Give the losses different "
+                    f"names (a table each), or train on one device.")
+            record["batches"].append(None)
+        return training
+
     def note_read(self, table, tensor):
         """A metric's read of `table`: the update waits for it, so metrics
         always see the pre-update centers."""
+        if (isinstance(table, tf.distribute.DistributedValues)
+                and not tf.distribute.in_cross_replica_context()):
+            raise NotImplementedError(
+                f"cl: the center metrics (center_distance, center_ratio) are "
+                f"not supported under "
+                f"{type(tf.distribute.get_strategy()).__name__}: their read of "
+                f"'{table.name}' would race the replicas' update. Compile "
+                f"without them, or compute them on the model outside the "
+                f"strategy.")
         reads = self.model.__dict__.setdefault(READS_ATTR, [])
         reads.append((table, self.target, tensor))
 

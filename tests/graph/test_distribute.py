@@ -274,6 +274,139 @@ class TestUnsupportedCases:
         assert message.startswith("NotImplementedError") and "CentralStorageStrategy" in message
 
 
+KERAS_FIT = r"""
+import json, sys, os, tempfile
+import numpy as np
+import tensorflow as tf
+tf.compat.v1.disable_eager_execution()
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+sys.path.insert(0, sys.argv[1])
+import reference
+import cl
+from cl import compat
+keras = compat.keras_module()
+K = compat.keras_backend()
+
+C, D, N, B, STEPS = 10, 3, 48, 8, 8
+STRATEGIES = {"v2": tf.distribute.MirroredStrategy, "v1": tf.compat.v1.distribute.MirroredStrategy}
+
+
+def build(kind_loss):
+    inputs = keras.Input((4,))
+    embedding = keras.layers.Dense(D, name="embedding", trainable=False)(inputs)
+    logits = keras.layers.Dense(C, name="logits", trainable=False)(embedding)
+    if kind_loss == "blog":
+        # Blog: centers on the logits, one output.
+        model = keras.Model(inputs, logits)
+        cl.compile_model(model, keras.optimizers.legacy.SGD(0.0))
+        return model, model
+    model = keras.Model(inputs, [logits, embedding])
+    cl.compile_model(model, keras.optimizers.legacy.SGD(0.0),
+                     loss={"logits": cl.SparseSoftmaxLoss(),
+                           "embedding": cl.CenterLoss(num_classes=C, alpha=0.5)},
+                     loss_weights={"logits": 1.0, "embedding": 0.1})
+    return model, keras.Model(inputs, embedding)
+
+
+def scenario(kind, kind_loss, weighted):
+    K.clear_session()
+    cl.NUM_CLASSES, cl.ALPHA = C, 0.5
+    strategy = STRATEGIES[kind](["/cpu:0", "/cpu:1"])
+    rng = np.random.default_rng(1)
+    with strategy.scope():
+        model, feature_model = build(kind_loss)
+    session = K.get_session()
+    table = cl.centers_of(model)[0]
+    start = rng.normal(size=tuple(table.shape.as_list())).astype(np.float32)
+    K.batch_set_value([(table, start)])
+    x = rng.normal(size=(N, 4)).astype(np.float32)
+    y = rng.integers(0, C, N)
+    w = rng.choice([0.0, 0.5, 1.0, 2.0], N).astype(np.float32) if weighted else None
+    feats = feature_model.predict(x, batch_size=B) if kind_loss != "blog" else model.predict(x, batch_size=B)
+    if kind_loss == "blog":
+        targets = np.eye(C, dtype=np.float32)[y]
+    else:
+        targets = {"logits": y, "embedding": y}
+    report = dict(copies_equal=True, center_dev=0.0, moved=False, eval_frozen=True,
+                  values=len(getattr(table, "values", [])), name=table.name)
+    expected = start.astype(np.float64)
+    for step in range(STEPS):
+        lo = (step * B) % N
+        sl = slice(lo, lo + B)
+        model.fit(x[sl], targets if kind_loss == "blog" else {k: v[sl] for k, v in targets.items()},
+                  sample_weight=None if w is None else w[sl],
+                  batch_size=B, epochs=1, verbose=0, shuffle=False) if kind_loss != "blog" else \
+            model.fit(x[sl], targets[sl], sample_weight=None if w is None else w[sl],
+                      batch_size=B, epochs=1, verbose=0, shuffle=False)
+        expected = reference.update_centers(y[sl], feats[sl], expected, 0.5,
+                                            None if w is None else w[sl])
+        copies = session.run(list(table.values))
+        report["copies_equal"] &= all(np.array_equal(copies[0], c) for c in copies[1:])
+        report["center_dev"] = max(report["center_dev"], float(np.abs(copies[0] - expected).max()))
+    report["moved"] = float(np.abs(expected - start).max())
+    before = session.run(list(table.values))
+    ev_t = targets[:B] if kind_loss == "blog" else {k: v[:B] for k, v in targets.items()}
+    model.evaluate(x[:B], ev_t, batch_size=B, verbose=0)
+    model.predict(x[:B], batch_size=B)
+    middle = session.run(list(table.values))
+    report["eval_frozen"] = all(np.array_equal(a, b) for a, b in zip(before, middle))
+    val = (x[:B], ev_t)
+    model.fit(x[B:2*B], targets[B:2*B] if kind_loss == "blog" else {k: v[B:2*B] for k, v in targets.items()},
+              batch_size=B, epochs=1, verbose=0, shuffle=False, validation_data=val)
+    expected = reference.update_centers(y[B:2*B], feats[B:2*B], expected, 0.5)
+    after = session.run(list(table.values))
+    report["center_dev"] = max(report["center_dev"], float(np.abs(after[0] - expected).max()))
+    report["copies_equal"] &= all(np.array_equal(after[0], c) for c in after[1:])
+    # Checkpoint: TF format carries the table.
+    path = os.path.join(tempfile.mkdtemp(), "ckpt")
+    model.save_weights(path)
+    saved = after[0]
+    K.batch_set_value([(table, np.zeros(tuple(table.shape.as_list()), np.float32))])
+    model.load_weights(path)
+    restored = session.run(list(table.values))
+    report["checkpoint_ok"] = all(np.array_equal(r, saved) for r in restored)
+    report["tables"] = len(cl.centers_of(model))
+    return report
+
+
+def safe(*args):
+    try:
+        return scenario(*args)
+    except Exception as error:
+        return f"{type(error).__name__}: {error}"
+
+out = {}
+for kind in ("v2", "v1"):
+    for kind_loss in ("classes", "blog"):
+        out[f"{kind}-{kind_loss}"] = safe(kind, kind_loss, False)
+print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def keras_fit():
+    done = run_python(KERAS_FIT, TESTS, timeout=300)
+    return result_of(done.stdout, done.stderr)
+
+
+@pytest.mark.parametrize("case", ["v2-classes", "v2-blog", "v1-classes", "v1-blog"])
+def test_keras_fit_follows_the_global_batch(keras_fit, case):
+    """Keras 2 fit under MirroredStrategy (both classes): CenterLoss on the
+    embedding of a two-output model, and the blog's cl.loss on the logits.
+    The model is frozen, so predict gives the features each step used."""
+    report = keras_fit[case]
+    assert isinstance(report, dict), report
+    # The user's model owns one mirrored table, used by every replica's clone.
+    assert report["tables"] == 1 and report["values"] == 2
+    assert report["name"] == "center_loss/centers:0"
+    assert report["moved"] > 0.1
+    assert report["copies_equal"]
+    assert report["center_dev"] < TOLERANCE
+    assert report["eval_frozen"]
+    assert report["checkpoint_ok"]
+
+
 def free_ports(count):
     sockets = [socket.socket() for _ in range(count)]
     for sock in sockets:
