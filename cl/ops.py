@@ -441,12 +441,17 @@ def checked_sample_weight(sample_weight, labels, dtype, what):
             f"{what}: sample_weight must have shape [batch] (one weight per "
             f"sample); received shape {weights.shape}. Temporal sample weights "
             f"(sample_weight_mode='temporal') are not supported by center loss.")
+    size, batch = tf.size(weights), tf.size(labels)
+    shape_check = tf.compat.v1.Assert(
+        tf.logical_or(tf.equal(size, batch), tf.equal(size, 1)),
+        [f"{what}: sample_weight must have shape [batch] (or [1], which Keras "
+         "feeds as the default); sample_weight, labels shapes:",
+         tf.shape(weights), tf.shape(labels)])
+    with tf.control_dependencies([shape_check]):
+        weights = tf.broadcast_to(weights, tf.shape(labels))
     bad = tf.logical_not(tf.logical_and(tf.math.is_finite(weights), weights >= 0))
     return weights, [
-        tf.compat.v1.assert_equal(
-            tf.shape(weights), tf.shape(labels),
-            message=f"{what}: sample_weight must have shape [batch]; sample_weight, labels shapes:",
-            data=[tf.shape(weights), tf.shape(labels)]),
+        shape_check,
         tf.compat.v1.Assert(
             tf.logical_not(tf.reduce_any(bad)),
             [f"{what}: sample weights must be finite and >= 0 (use 0 to mask "

@@ -22,7 +22,8 @@ TABLES_ATTR = "_cl_tables"  # OrderedDict: loss name -> centers variable
 PENDING_ATTR = "_cl_pending_centers"  # values loaded before the tables existed
 STEP_ATTR = "_cl_step"  # the compile pass's per-table update records
 READS_ATTR = "_cl_metric_reads"  # (table, target, read) of cl metrics
-ADOPTED_ATTR = "_cl_adopted"  # tracking index -> table already made model state
+ADOPTED_ATTR = "_cl_adopted"
+TEMPLATE_ATTR = "_cl_replica_template"  # a per-replica clone -> the user model
 
 
 def tables_of(model):
@@ -49,7 +50,11 @@ class CompileSite:
         # user's model per replica: the clones use the user's model's tables
         # (the ones users see, save and restore), never tables of their own.
         template = compat.keras_replica_template()
-        self.owner = template if template is not None and template is not model else model
+        if template is not None and template is not model:
+            # Remembered: Keras rebuilds a clone's loss later (new sample
+            # weights) outside the cloning frames.
+            model.__dict__[TEMPLATE_ATTR] = template
+        self.owner = model.__dict__.get(TEMPLATE_ATTR, model)
         self.backend = compat.keras_backend(model)
         self.building_loss = frame_name == compat.LOSS_FRAME
         # A new list per build of the loss sub-graph (compile, and Keras's
