@@ -53,6 +53,13 @@ def center_metrics(loss=None):
         # Keras builds metrics before losses, so this may create the model's
         # table that the loss then finds (same model, same name).
         y_pred = tf.convert_to_tensor(y_pred)
+        if tf.distribute.has_strategy():
+            raise NotImplementedError(
+                f"cl: the center metrics (center_distance, center_ratio) are not "
+                f"supported under {type(tf.distribute.get_strategy()).__name__}: "
+                f"their read of the centers would race the replicas' update. "
+                f"Compile without them, or evaluate them on a model compiled "
+                f"outside the strategy.")
         site = compat.keras_compile_site()
         classes, name = _table_settings(loss, site)
         dim = tf.compat.dimension_value(y_pred.shape[-1])

@@ -177,15 +177,6 @@ class CompileSite:
     def note_read(self, table, tensor):
         """A metric's read of `table`: the update waits for it, so metrics
         always see the pre-update centers."""
-        if (isinstance(table, tf.distribute.DistributedValues)
-                and not tf.distribute.in_cross_replica_context()):
-            raise NotImplementedError(
-                f"cl: the center metrics (center_distance, center_ratio) are "
-                f"not supported under "
-                f"{type(tf.distribute.get_strategy()).__name__}: their read of "
-                f"'{table.name}' would race the replicas' update. Compile "
-                f"without them, or compute them on the model outside the "
-                f"strategy.")
         reads = self.model.__dict__.setdefault(READS_ATTR, [])
         reads.append((table, self.target, tensor))
 

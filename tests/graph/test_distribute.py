@@ -9,6 +9,7 @@ many steps and reports its worst deviations, which the tests assert.
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -408,6 +409,58 @@ def test_keras_fit_follows_the_global_batch(keras_fit, case):
     assert report["center_dev"] < TOLERANCE
     assert report["eval_frozen"]
     assert report["checkpoint_ok"]
+
+
+KERAS_REFUSALS = r"""
+import json, sys
+import numpy as np
+import tensorflow as tf
+tf.compat.v1.disable_eager_execution()
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import cl
+from cl import compat
+keras, K = compat.keras_module(), compat.keras_backend()
+
+
+def attempt(case):
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        inputs = keras.Input((4,))
+        a = keras.layers.Dense(3, name="a")(inputs)
+        b = keras.layers.Dense(3, name="b")(inputs)
+        model = keras.Model(inputs, [a, b])
+        center = cl.CenterLoss(num_classes=5)
+        if case == "one_table_two_outputs":
+            cl.compile_model(model, keras.optimizers.legacy.SGD(0.0), loss=[center, center])
+        else:
+            try:
+                cl.compile_model(model, keras.optimizers.legacy.SGD(0.0), loss=[center, None],
+                                 metrics=[cl.center_metrics(center), []])
+            except NotImplementedError as error:  # refused at compile: nothing made
+                return {"error": str(error), "unchanged": not cl.centers_of(model)}
+    x, y = np.ones((8, 4), np.float32), np.arange(8) % 5
+    before = K.get_session().run(cl.centers_of(model)[0].values[0])
+    try:
+        model.fit(x, [y, y], batch_size=8, verbose=0)
+    except NotImplementedError as error:
+        after = K.get_session().run(cl.centers_of(model)[0].values[0])
+        return {"error": str(error), "unchanged": bool(np.array_equal(before, after))}
+    return {"error": None}
+
+
+print("RESULT " + json.dumps({sys.argv[1]: attempt(sys.argv[1])}))
+"""
+
+
+@pytest.mark.parametrize("case, message", [
+    ("one_table_two_outputs", "two losses update the centers table"),
+    ("center_metrics", "center metrics .* are not supported under MirroredStrategy")])
+def test_keras_cases_that_cannot_be_exact_under_a_strategy_are_refused(case, message):
+    done = run_python(KERAS_REFUSALS, case, timeout=300)
+    report = result_of(done.stdout, done.stderr)[case]
+    assert report["error"] and re.search(message, report["error"]), report
+    assert report["unchanged"]
 
 
 def free_ports(count):
