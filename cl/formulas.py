@@ -28,6 +28,22 @@ TENSORFLOW = "tensorflow"
 JAX = "jax"
 
 
+def check_alpha(alpha):
+    """The paper's center learning rate, a number in [0, 1], as a float."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+        raise ValueError(
+            f"alpha (the center learning rate) must be a number in [0, 1]; "
+            f"received {alpha!r}. The paper uses 0.5.")
+    return float(alpha)
+
+
+def check_num_classes(value, what="num_classes"):
+    """A table size (rows, or columns with what="dim"): an int >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what} must be an int >= 1; received {value!r}.")
+    return value
+
+
 def per_sample_center_loss(features, centers_batch, backend=TENSORFLOW):
     """Returns `1/2 * ||x_i - c_{y_i}||^2` for each sample.
 

@@ -41,15 +41,9 @@ def _math_backend():
 
 
 def _check_settings(num_classes, alpha, weight):
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be an int >= 1; received {num_classes!r}.")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
-        raise ValueError(
-            f"alpha (the center learning rate) must be a number in [0, 1]; "
-            f"received {alpha!r}. The paper uses 0.5.")
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
         raise ValueError(f"weight (lambda) must be a number >= 0; received {weight!r}.")
-    return num_classes, float(alpha), float(weight)
+    return formulas.check_num_classes(num_classes), formulas.check_alpha(alpha), float(weight)
 
 
 def _range_message(labels, num_classes, what):

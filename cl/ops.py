@@ -35,19 +35,9 @@ def _package_default(value, constant):
     return getattr(cl, constant)
 
 
-def check_alpha(alpha):
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
-        raise ValueError(
-            f"alpha (the center learning rate) must be a number in [0, 1]; "
-            f"received {alpha!r}. The paper uses 0.5.")
-    return float(alpha)
-
-
-def check_num_classes(num_classes):
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(
-            f"num_classes must be an int >= 1; received {num_classes!r}.")
-    return num_classes
+# Settings checks live with the formulas (no TensorFlow needed there).
+check_alpha = formulas.check_alpha
+check_num_classes = formulas.check_num_classes
 
 
 def _check_features(features, what):

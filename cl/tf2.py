@@ -37,14 +37,9 @@ class CenterLoss(tf.Module):
 
     def __init__(self, num_classes, dim, alpha=0.5, name="center_loss"):
         super().__init__(name=name)
-        for what, value in (("num_classes", num_classes), ("dim", dim)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{what} must be an int >= 1; received {value!r}.")
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
-            raise ValueError(
-                f"alpha (the center learning rate) must be a number in [0, 1]; "
-                f"received {alpha!r}. The paper uses 0.5.")
-        self.num_classes, self.dim, self.alpha = num_classes, dim, float(alpha)
+        self.num_classes = formulas.check_num_classes(num_classes)
+        self.dim = formulas.check_num_classes(dim, "dim")
+        self.alpha = formulas.check_alpha(alpha)
         with self.name_scope:
             self.centers = tf.Variable(tf.zeros([num_classes, dim], tf.float32),
                                        trainable=False, name="centers")

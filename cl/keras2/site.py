@@ -164,14 +164,14 @@ class CompileSite:
             training = bool(training)
         if training is not False:
             record = self._record(table)
-            if record["batches"]:
+            if record.get("distributed_update"):
                 raise NotImplementedError(
                     f"cl: two losses update the centers table '{table.name}' "
                     f"under {type(tf.distribute.get_strategy()).__name__}; "
                     f"under a tf.distribute strategy each table can be updated "
                     f"by one loss on one output. Give the losses different "
                     f"names (a table each), or train on one device.")
-            record["batches"].append(None)
+            record["distributed_update"] = True
         return training
 
     def note_read(self, table, tensor):

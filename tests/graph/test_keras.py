@@ -131,6 +131,8 @@ class TestTrainingOnlyUpdates:
     def test_fit_moves_centers_toward_class_means(self, seed):
         """A few real epochs: centers approach each class's mean feature."""
         rng = np.random.default_rng(seed)
+        # Weight initialisers, fit's shuffling (numpy's global state) and TF.
+        keras.utils.set_random_seed(seed)
         tf.compat.v1.set_random_seed(seed)
         model = embedding_model()
         center = cl.CenterLoss(num_classes=C, alpha=0.5)
