@@ -130,12 +130,19 @@ def train(keras, lambda_, data, epochs, seed):
     model.fit(x_train, targets, batch_size=BATCH_SIZE, epochs=epochs, verbose=2)
 
     test_logits, test_features = keras.Model(inputs, [logits, embedding]).predict(x_test)
-    if lambda_ == 0:
-        train_features = keras.Model(inputs, embedding).predict(x_train)
-        centers = np.stack([train_features[y_train == j].mean(axis=0)
+    return run_result(lambda_, test_logits, test_features, y_test,
+                      lambda: keras.Model(inputs, embedding).predict(x_train), y_train,
+                      None if lambda_ == 0 else keras.backend.get_value(center.centers), num_classes)
+
+
+def run_result(lambda_, test_logits, test_features, y_test, train_features, y_train, centers,
+               num_classes):
+    """One run's row and plot data. Softmax alone (λ = 0) has no centers: the
+    class means of its training features (`train_features()`) stand in."""
+    if centers is None:
+        features = train_features()
+        centers = np.stack([features[y_train == j].mean(axis=0)
                             for j in range(num_classes)])
-    else:
-        centers = keras.backend.get_value(center.centers)
     accuracy = float(np.mean(test_logits.argmax(axis=1) == y_test))
     return dict(lambda_=lambda_, accuracy=accuracy,
                 features=test_features, centers=centers,
@@ -161,16 +168,10 @@ def train_keras3(keras, lambda_, data, epochs, seed):
     model.fit([x_train, y_train], y_train, batch_size=BATCH_SIZE, epochs=epochs, verbose=2)
 
     test_logits, test_features = keras.Model(inputs, [logits, embedding]).predict(x_test, verbose=0)
-    if lambda_ == 0:
-        train_features = keras.Model(inputs, embedding).predict(x_train, verbose=0)
-        centers = np.stack([train_features[y_train == j].mean(axis=0)
-                            for j in range(num_classes)])
-    else:
-        centers = keras.ops.convert_to_numpy(center.centers)
-    accuracy = float(np.mean(test_logits.argmax(axis=1) == y_test))
-    return dict(lambda_=lambda_, accuracy=accuracy,
-                features=test_features, centers=centers,
-                **measure(test_features, y_test, centers))
+    return run_result(lambda_, test_logits, test_features, y_test,
+                      lambda: keras.Model(inputs, embedding).predict(x_train, verbose=0), y_train,
+                      None if lambda_ == 0 else keras.ops.convert_to_numpy(center.centers),
+                      num_classes)
 
 
 def measure(features, labels, centers):

@@ -178,8 +178,11 @@ def errors():
 print("RESULT " + json.dumps({"v2": scenario("v2"), "v1": scenario("v1"), "errors": errors()}))
 """
 
-WORKER = BATCHES + r"""
+# Shared by the worker scripts: this worker's TF_CONFIG (argv: task index,
+# ports, tests folder), a time bound, graph mode, and the reference.
+WORKER_PRELUDE = r"""
 import hashlib, json, os, signal, sys
+import numpy as np
 signal.alarm(150)  # a worker never outlives its test, whatever happens
 task, ports, tests = int(sys.argv[1]), sys.argv[2].split(","), sys.argv[3]
 os.environ["TF_CONFIG"] = json.dumps({
@@ -190,6 +193,9 @@ tf.compat.v1.disable_eager_execution()
 sys.path.insert(0, tests)
 import reference
 import cl
+"""
+
+WORKER = BATCHES + WORKER_PRELUDE + r"""
 
 C, D, STEPS = 10, 3, 24
 strategy = tf.compat.v1.distribute.experimental.MultiWorkerMirroredStrategy()
@@ -488,19 +494,7 @@ def test_multi_worker_mirrored_strategy_two_processes():
 # Keras 2 fit under MultiWorkerMirroredStrategy: every worker passes the same
 # numpy data (Keras's contract) and takes its slice of each global batch, so
 # the global batch of step s is rows [s*B, (s+1)*B) of x.
-KERAS_WORKER = r"""
-import hashlib, json, os, signal, sys
-import numpy as np
-signal.alarm(150)  # a worker never outlives its test, whatever happens
-task, ports, tests = int(sys.argv[1]), sys.argv[2].split(","), sys.argv[3]
-os.environ["TF_CONFIG"] = json.dumps({
-    "cluster": {"worker": [f"127.0.0.1:{port}" for port in ports]},
-    "task": {"type": "worker", "index": task}})
-import tensorflow as tf
-tf.compat.v1.disable_eager_execution()
-sys.path.insert(0, tests)
-import reference
-import cl
+KERAS_WORKER = WORKER_PRELUDE + r"""
 from cl import compat
 keras, K = compat.keras_module(), compat.keras_backend()
 
