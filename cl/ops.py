@@ -116,15 +116,19 @@ def class_ids(y_true, num_classes, what, sample_weight=None, unlabeled_rows="err
             ids = tf.cond(tf.equal(runtime_width, 1),
                           lambda: _sparse_ids(y_true[:, 0], num_classes, what),
                           lambda: _onehot_ids(y_true, sample_weight, what, unlabeled_rows))
-    in_range = tf.logical_and(ids >= 0, ids < num_classes)
-    check = tf.compat.v1.Assert(
+    with tf.control_dependencies([_range_assertion(ids, num_classes, what)]):
+        return tf.identity(ids)
+
+
+def _range_assertion(labels, num_classes, what):
+    """Run-time check that every label is a class id in [0, num_classes)."""
+    in_range = tf.logical_and(labels >= 0, labels < num_classes)
+    return tf.compat.v1.Assert(
         tf.reduce_all(in_range),
         [f"{what}: labels must be class ids in [0, num_classes={num_classes});"
-         " received out-of-range label(s):", tf.boolean_mask(ids, tf.logical_not(in_range)),
+         " received out-of-range label(s):", tf.boolean_mask(labels, tf.logical_not(in_range)),
          "at batch position(s):", tf.where(tf.logical_not(in_range))[:, 0]],
         summarize=20, name="labels_in_range")
-    with tf.control_dependencies([check]):
-        return tf.identity(ids)
 
 
 def _exact_limit_message(dtype, num_classes, what):
@@ -212,7 +216,6 @@ def softmax_targets(y_true, num_classes, what, sample_weight=None):
 def _label_assertions(labels, features, num_classes, what):
     """Run-time checks; the gather and scatter wait for them, so a bad batch
     changes no center row (on GPUs tf.gather returns zeros, not an error)."""
-    in_range = tf.logical_and(labels >= 0, labels < num_classes)
     return [
         tf.compat.v1.assert_equal(
             tf.shape(labels, out_type=tf.int64),
@@ -220,14 +223,7 @@ def _label_assertions(labels, features, num_classes, what):
             message=(f"{what}: labels must have shape [batch] matching "
                      f"features [batch, dim]; labels shape, features batch:"),
             data=[tf.shape(labels), tf.shape(features)[:1]]),
-        tf.compat.v1.Assert(
-            tf.reduce_all(in_range),
-            [f"{what}: labels must be class ids in [0, num_classes={num_classes});"
-             " received out-of-range label(s):",
-             tf.boolean_mask(labels, tf.logical_not(in_range)),
-             "at batch position(s):",
-             tf.where(tf.logical_not(in_range))[:, 0]],
-            summarize=20, name="labels_in_range"),
+        _range_assertion(labels, num_classes, what),
     ]
 
 
