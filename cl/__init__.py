@@ -20,6 +20,10 @@ from cl._version import __version__
 NUM_CLASSES = 240
 ALPHA = 0.6
 LAMBDA = 0.0005
+# What makes a session run apply the center update (see cl.update_ties):
+# "loss", the blog's (running the loss or its gradient), or "gradient"
+# (only a run that computes the gradient: Estimator, hooks, summary runs).
+UPDATE_ON = "loss"
 
 # Names that load their module (and TensorFlow) on first use.
 _FORMULAS_NAMES = ("center_update", "per_sample_center_loss")
@@ -68,7 +72,7 @@ def __dir__():
 
 
 __all__ = [
-    "NUM_CLASSES", "ALPHA", "LAMBDA", "__version__",
+    "NUM_CLASSES", "ALPHA", "LAMBDA", "UPDATE_ON", "__version__",
     "center_loss", "softmax_loss", "loss", "categorical_accuracy",
     "softmax_center_loss", "get_centers", "center_update",
     "per_sample_center_loss", "read_centers", "TowerCenterLoss", *_KERAS_NAMES,

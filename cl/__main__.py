@@ -3,8 +3,10 @@
 Builds the op in a TF1 graph on random data (duplicate labels, absent
 classes, batch size unknown at build time), runs it in a
 tf.compat.v1.Session for several steps and compares the loss, its gradient
-and the centers with a numpy version of the paper's formulas. Prints a short
-report and exits non-zero on any failure.
+and the centers with a numpy version of the paper's formulas. Then the
+plainest training loop: a fixed batch size and `sess.run(train_op)` alone
+must move the centers exactly once per run. Prints a short report and exits
+non-zero on any failure.
 """
 
 import sys
@@ -26,6 +28,33 @@ def numpy_step(labels, features, centers, alpha):
         members = features[labels == j]
         new[j] -= alpha * np.sum(centers[j] - members, axis=0) / (1 + len(members))
     return loss, new
+
+
+def train_op_alone(rng):
+    """Max deviation from numpy of the centers after `sess.run(train_op)`
+    alone, batch size fixed at build time, learning rate 0."""
+    graph = tf.Graph()
+    with graph.as_default():
+        images = tf.compat.v1.placeholder(tf.float32, [BATCH, DIM], name="images")
+        labels = tf.compat.v1.placeholder(tf.int64, [BATCH], name="labels")
+        weights = tf.compat.v1.get_variable("w", initializer=rng.normal(size=(DIM, DIM)).astype(np.float32))
+        features = tf.matmul(images, weights)
+        loss = tf.reduce_mean(cl.center_loss(labels, features, alpha=ALPHA, num_classes=NUM_CLASSES))
+        train_op = tf.compat.v1.train.GradientDescentOptimizer(0.0).minimize(loss)
+        centers = cl.get_centers()
+        init = tf.compat.v1.global_variables_initializer()
+    expected = np.zeros((NUM_CLASSES, DIM), np.float32)
+    error = 0.0
+    with tf.compat.v1.Session(graph=graph) as session:
+        session.run(init)
+        for _ in range(STEPS):
+            feed = {images: rng.normal(size=(BATCH, DIM)).astype(np.float32),
+                    labels: rng.integers(0, NUM_CLASSES, BATCH)}
+            batch_features = session.run(features, feed)  # no loss in this run: no update
+            session.run(train_op, feed)
+            expected = numpy_step(feed[labels], batch_features, expected, ALPHA)[1]
+            error = max(error, np.max(np.abs(session.run(centers) - expected)))
+    return error, bool(np.any(expected))
 
 
 def main():
@@ -69,6 +98,10 @@ def main():
          errors["centers"] < TOLERANCE),
         ("absent classes untouched", not np.any(final[-2:])),
     ]
+    train_error, moved = train_op_alone(rng)
+    checks.append((f"sess.run(train_op) alone, batch fixed at {BATCH}: one update per run "
+                   f"over {STEPS} steps (max err {train_error:.2e})",
+                   moved and train_error < TOLERANCE))
     print(f"cl {cl.__version__} self-test on TensorFlow {tf.__version__}: center_loss, "
           f"num_classes={NUM_CLASSES}, dim={DIM}, batch={BATCH}, alpha={ALPHA}, {STEPS} steps, "
           f"centers: {kind} variable")

@@ -1,47 +1,73 @@
-"""`read_centers`: the centers in any file the graph-mode module writes.
+"""`read_centers`: the centers in any file cl's front-ends write.
 
-For migrating a TF1 / Keras 2 codebase: read its trained table as numpy,
-then assign it to the new one (`cl.tf2.CenterLoss(...).centers.assign(a)`,
+For migrating between front-ends: read a trained table as numpy, then
+assign it to the new one (`cl.tf2.CenterLoss(...).centers.assign(a)`,
 `cl.keras3.CenterLoss` layer `.centers.assign(a)`; both refuse another
-shape). `tf.train.Checkpoint` cannot do this: it silently ignores the
-name-based checkpoints a `tf.compat.v1.train.Saver` writes.
+shape; TF1 code: `cl.get_centers().load(a, session)`). `tf.train.Checkpoint`
+cannot do this: it silently ignores the name-based checkpoints a
+`tf.compat.v1.train.Saver` writes.
 
 Formats, and the table read when `name` is None:
-  * `tf.compat.v1.train.Saver` checkpoint (prefix or folder): `center_loss/centers`.
+  * `tf.compat.v1.train.Saver` checkpoint (prefix, folder, or the prefix's
+    `.index` / `.data-*` file): `center_loss/centers`.
   * tf_keras TF-format checkpoint (`model.save_weights("ckpt")`): `cl_centers`.
   * HDF5 from `cl.save_model` / `save_weights("m.h5")`: group `cl_centers`,
     dataset "0" (each dataset's attribute "name" holds the variable name).
-HDF5 needs only h5py; the TensorFlow formats need TensorFlow.
+  * Keras 3 `.keras` (a zip holding `model.weights.h5`) and `.weights.h5`:
+    the `centers` of the one `cl.keras3.CenterLoss` layer (also inside a
+    `CenterLossModel`). Keras 3 keys such a layer's group `center_loss`,
+    `center_loss_1`, ... after its class, whatever the layer's name.
+HDF5 and Keras 3 files need only h5py; the TensorFlow formats need TensorFlow.
 """
 
+import glob
 import os
+import re
+import zipfile
 
 import numpy as np
 
 H5_GROUP = "cl_centers"
 SAVER_DEFAULT = "center_loss/centers"
 KERAS_ATTRIBUTE = "/.ATTRIBUTES/VARIABLE_VALUE"
+KERAS3_WEIGHTS = "model.weights.h5"
+_KERAS3_LAYER_KEY = re.compile(r"center_loss(_\d+)?$")
+_CHECKPOINT_FILE = re.compile(r"\.(index|data-\d{5}-of-\d{5})$")
 
 
 def read_centers(path, name=None):
     """The centers table `name` stored in `path`, as a numpy array.
 
     Args:
-      path: a checkpoint prefix or folder (Saver, tf_keras TF format), or an
-        `.h5` file.
+      path: a checkpoint prefix or folder (Saver, tf_keras TF format), a
+        checkpoint's `.index` or `.data-*` file, an `.h5` file, or a Keras 3
+        `.keras` / `.weights.h5` file.
       name: the table: a Saver variable name (`center_loss/centers`, `:0`
         optional), a tf_keras key (`cl_centers`, `cl_centers_1`, or the full
-        `cl_centers/.ATTRIBUTES/VARIABLE_VALUE`), or for HDF5 the dataset
-        index ("0") or the stored variable name. None: see the module doc.
+        `cl_centers/.ATTRIBUTES/VARIABLE_VALUE`), for cl's HDF5 the dataset
+        index ("0") or the stored variable name, for Keras 3 files the
+        layer's name (`center_loss`, or `<layer name>/centers`) or its HDF5
+        group (`layers/center_loss_1`). None: see the module doc.
 
     Raises:
-      KeyError naming the tables found, when `name` is not among them.
+      KeyError naming the tables found, when `name` is not among them (or,
+        for None, when a Keras 3 file holds several).
       FileNotFoundError when `path` holds no checkpoint.
+      OSError when a checkpoint's data cannot be read (truncated, missing).
     """
     path = os.fspath(path)
+    if os.path.isfile(path) and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if KERAS3_WEIGHTS not in archive.namelist():
+                raise KeyError(f"{path} is a zip file but not a Keras 3 .keras file with "
+                               f"weights: no {KERAS3_WEIGHTS} among {archive.namelist()}.")
+            with archive.open(KERAS3_WEIGHTS) as weights:
+                return _read_h5(weights, name, f"{path} ({KERAS3_WEIGHTS})")
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, KERAS3_WEIGHTS)):
+        return _read_h5(os.path.join(path, KERAS3_WEIGHTS), name, path)  # unzipped .keras
     if os.path.isfile(path) and _is_hdf5(path):
-        return _read_h5(path, name)
-    return _read_tf_checkpoint(path, name)
+        return _read_h5(path, name, path)
+    return _read_tf_checkpoint(_CHECKPOINT_FILE.sub("", path), name)
 
 
 def _is_hdf5(path):
@@ -49,21 +75,68 @@ def _is_hdf5(path):
         return file.read(8) == b"\x89HDF\r\n\x1a\n"
 
 
-def _read_h5(path, name):
+def _read_h5(source, name, path):
     import h5py
-    with h5py.File(path, "r") as f:
-        if H5_GROUP not in f:
-            raise KeyError(f"{path} holds no cl centers (no HDF5 group '{H5_GROUP}'): "
-                           f"it was not written by cl.save_model or a cl-compiled "
-                           f"model's save_weights.")
-        group = f[H5_GROUP]
-        stored = {index: _text(group[index].attrs.get("name", "")) for index in group}
-        wanted = "0" if name is None else str(name)
-        for index, variable in stored.items():
-            if wanted in (index, variable, variable.split(":")[0]):
-                return np.asarray(group[index])
-        found = [f"{index} ({variable})" for index, variable in sorted(stored.items())]
+    with h5py.File(source, "r") as f:
+        if H5_GROUP in f:
+            return _read_cl_group(f[H5_GROUP], name, path)
+        tables = _keras3_tables(f)
+        if name is not None and str(name) in f and _table_of(f[str(name)]) is not None:
+            return np.asarray(_table_of(f[str(name)]))  # any group or dataset, by path
+        if not tables:
+            raise KeyError(
+                f"{path} holds no cl centers: no HDF5 group '{H5_GROUP}' (cl.save_model, "
+                f"or a cl-compiled Keras 2 model's save_weights), and no Keras 3 "
+                f"cl.keras3.CenterLoss layer (a group keyed center_loss, center_loss_1, "
+                f"...). Pass name= the HDF5 path of the layer's group to read another.")
+        found = [f"{key} ({layer})" for key, (layer, _) in sorted(tables.items())]
+        if name is None:
+            if len(tables) > 1:
+                raise KeyError(f"{path} holds {len(tables)} centers tables; pass name= "
+                               f"one of them (layer name or HDF5 group): {found}.")
+            (_, table), = tables.values()
+            return np.asarray(table)
+        wanted = str(name).split(":")[0]
+        for key, (layer, table) in tables.items():
+            if wanted in (key, layer, f"{layer}/centers"):
+                return np.asarray(table)
         raise KeyError(f"No centers table {wanted!r} in {path}; tables found: {found}.")
+
+
+def _read_cl_group(group, name, path):
+    stored = {index: _text(group[index].attrs.get("name", "")) for index in group}
+    wanted = "0" if name is None else str(name)
+    for index, variable in stored.items():
+        if wanted in (index, variable, variable.split(":")[0]):
+            return np.asarray(group[index])
+    found = [f"{index} ({variable})" for index, variable in sorted(stored.items())]
+    raise KeyError(f"No centers table {wanted!r} in {path}; tables found: {found}.")
+
+
+def _table_of(item):
+    """The `[C, D]` dataset of a Keras 3 layer group (its first variable, the
+    centers for cl.keras3.CenterLoss), or of a dataset path; else None."""
+    import h5py
+    if isinstance(item, h5py.Group):
+        variables = item.get("vars")
+        if not isinstance(variables, h5py.Group) or "0" not in variables:
+            return None
+        item = variables["0"]
+    return item if isinstance(item, h5py.Dataset) and item.ndim == 2 else None
+
+
+def _keras3_tables(f):
+    """{HDF5 group path: (layer name, dataset)} for each CenterLoss layer."""
+    tables = {}
+
+    def visit(key, item):
+        table = _table_of(item)
+        if table is not None and _KERAS3_LAYER_KEY.match(key.split("/")[-1]):
+            layer = _text(item["vars"].attrs.get("name", key.split("/")[-1]))
+            tables[key] = (layer, table)
+
+    f.visititems(visit)
+    return tables
 
 
 def _text(value):
@@ -75,8 +148,9 @@ def _read_tf_checkpoint(path, name):
     prefix = tf.train.latest_checkpoint(path) if os.path.isdir(path) else path
     if prefix is None or not tf.io.gfile.exists(prefix + ".index"):
         raise FileNotFoundError(f"No checkpoint at {path!r} (no {path}.index, and not a "
-                                f"folder with a 'checkpoint' file, nor an HDF5 file).")
-    reader = tf.train.load_checkpoint(prefix)
+                                f"folder with a 'checkpoint' file, nor an HDF5 or "
+                                f".keras file).")
+    reader = _damaged_checkpoint_guard(prefix, tf.train.load_checkpoint, prefix)
     keys = reader.get_variable_to_shape_map()
     if name is None:
         candidates = [SAVER_DEFAULT, H5_GROUP + KERAS_ATTRIBUTE]
@@ -85,9 +159,25 @@ def _read_tf_checkpoint(path, name):
         candidates = [name, name + KERAS_ATTRIBUTE]
     for key in candidates:
         if key in keys:
-            return reader.get_tensor(key)
+            return _damaged_checkpoint_guard(prefix, reader.get_tensor, key)
     tables = sorted(key.replace(KERAS_ATTRIBUTE, "") for key in keys
                     if key.split("/")[-1] == "centers" or key.startswith(H5_GROUP))
     raise KeyError(
         f"No centers table {name or SAVER_DEFAULT + ' or ' + H5_GROUP!r} in checkpoint "
         f"{prefix}; tables found: {tables or 'none'}.")
+
+
+def _damaged_checkpoint_guard(prefix, read, argument):
+    """`read(argument)`; a truncated or missing file becomes an OSError saying so
+    (TensorFlow raises a bare IndexError, or an OpError with no message)."""
+    import tensorflow as tf
+    try:
+        return read(argument)
+    except (IndexError, tf.errors.OpError) as error:
+        files = {os.path.basename(file): os.path.getsize(file)
+                 for file in sorted(glob.glob(glob.escape(prefix) + ".*"))}
+        raise OSError(
+            f"Checkpoint {prefix} cannot be read ({type(error).__name__}: "
+            f"{error.message if isinstance(error, tf.errors.OpError) else error}): a file "
+            f"is truncated or missing. Files found, in bytes: {files}. Copy the "
+            f"checkpoint again, or read an earlier one.") from error

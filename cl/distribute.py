@@ -26,7 +26,7 @@ lets each tower read it and applies one update for the concatenated batch.
 
 import tensorflow as tf
 
-from cl import formulas
+from cl import formulas, update_ties
 
 # The table keeps one copy per replica, all updated alike by cl; ONLY_FIRST_REPLICA
 # makes any update through the variable's own API (assign in replica context,
@@ -106,7 +106,8 @@ def _host_cpu(device):
     return spec.replace(device_type="CPU", device_index=0).to_string()
 
 
-def center_loss(centers, labels, features, alpha, training, weights=None):
+def center_loss(centers, labels, features, alpha, training, weights=None,
+                update_on=update_ties.LOSS):
     """Per-sample loss of this replica, updating every copy from the global batch.
 
     Called by `cl.center_loss` inside `strategy.run` once `is_distributed`
@@ -123,9 +124,12 @@ def center_loss(centers, labels, features, alpha, training, weights=None):
         handle = centers.handle  # this replica's own copy
     dtype = features.dtype
     rows = tf.cast(tf.stop_gradient(_read_rows(handle, labels)), dtype)
-    per_sample = formulas.per_sample_center_loss(features, rows)
+
+    def per_sample(tied_features):
+        return formulas.per_sample_center_loss(tied_features, rows)
+
     if training is False:
-        return per_sample
+        return per_sample(features)
 
     context = tf.distribute.get_replica_context()
     local_batch = [tf.cast(labels, tf.int64), tf.stop_gradient(features)]
@@ -154,8 +158,9 @@ def center_loss(centers, labels, features, alpha, training, weights=None):
     else:
         updated = tf.compat.v1.cond(tf.cast(training, tf.bool), update,
                                     lambda: tf.constant(False))
-    with tf.control_dependencies([updated]):
-        return tf.identity(per_sample)
+    # Every replica's gradient (and, by default, loss) waits for the update,
+    # so each replica runs its all-gather in every training step.
+    return update_ties.tie(per_sample, features, updated, update_on)
 
 
 class TowerCenterLoss:

@@ -13,20 +13,15 @@ passes it through, so an inference model needs no labels.
 `fit(x, y)` takes the labels as targets only, with no dummy inputs: its
 `compute_loss` adds the same term.
 
-The math is `cl.formulas`; this module only reads and writes the table, in
-a way that costs O(batch * dim) whatever num_classes is: a sparse
-`tf.gather` / `scatter_sub` on TensorFlow (`keras.ops.take` on a variable
-reads the whole table there), static-size `jnp.unique` and `.at[].add` on
-JAX (in place under jit, where Keras donates the state).
+The math is `cl.formulas`; the sparse table reads and writes, the checks on
+labels and weights, and what a layer learns about the Keras step it runs in
+(fit's sample weights, which step) are `cl.keras3_backends`.
 """
 
-import functools
-import warnings
-
 import keras
-import numpy as np
 
 from cl import formulas
+from cl.keras3_backends import StepMemo, keras_step, step_token, table_ops
 
 _BACKENDS = {"tensorflow": formulas.TENSORFLOW, "jax": formulas.JAX}
 
@@ -46,104 +41,17 @@ def _check_settings(num_classes, alpha, weight):
     return formulas.check_num_classes(num_classes), formulas.check_alpha(alpha), float(weight)
 
 
-def _range_message(labels, num_classes, what):
-    """The message for out-of-range `labels` (numpy), or None."""
-    labels = np.asarray(labels).reshape(-1)
-    bad = (labels < 0) | (labels >= num_classes)
-    if not bad.any():
-        return None
-    hint = (" (-1: a one-hot row that names no class, all zeros or NaN; drop "
-            "such samples)" if (labels == -1).any() else "")
-    return (
-        f"{what}: labels must be class ids in [0, num_classes={num_classes}); "
-        f"received out-of-range label(s) {labels[bad][:20].tolist()} at batch "
-        f"position(s) {np.flatnonzero(bad)[:20].tolist()}{hint}.")
-
-
-def _raise_if_out_of_range(labels, num_classes, what):
-    error = _range_message(labels, num_classes, what)
-    if error is not None:
-        raise ValueError(f"{error} No center was changed.")
-
-
-def _warn_if_out_of_range(labels, num_classes, what):
-    error = _range_message(labels, num_classes, what)
-    if error is not None:
-        warnings.warn(f"{error} Those samples were left out of this step's center "
-                      f"update (a compiled JAX step cannot raise without losing the "
-                      f"model's state).",
-                      RuntimeWarning, stacklevel=2)
-
-
-class _TensorFlowTable:
-    """Sparse reads and writes of a Keras variable on the TensorFlow backend."""
-
-    def __init__(self):
-        import tensorflow as tf
-        self.tf = tf
-
-    def checked(self, labels, num_classes, what):
-        tf = self.tf
-        if tf.executing_eagerly():
-            _raise_if_out_of_range(labels.numpy(), num_classes, what)
-            return labels
-        in_range = tf.reduce_all(tf.logical_and(labels >= 0, labels < num_classes))
-        # The read and the write wait for this. XLA drops asserts: there the
-        # masking in CenterLoss.term keeps bad samples away from the table.
-        check = tf.debugging.Assert(
-            in_range, [f"{what}: labels must be class ids in [0, num_classes={num_classes});"
-                       " received labels:", labels], summarize=20)
-        with tf.control_dependencies([check]):
-            return tf.identity(labels)
-
-    def read(self, variable, ids):
-        # variable.value is the tf.Variable (autocast off): a ResourceGather of
-        # `ids` rows. keras.ops.take would read all C rows first.
-        return self.tf.gather(variable.value, ids)
-
-    def subtract(self, variable, ids, deltas):
-        variable.value.scatter_sub(self.tf.IndexedSlices(deltas, ids))
-
-
-class _JaxTable:
-    """Reads and writes of a Keras variable on the JAX backend (functional)."""
-
-    def __init__(self):
-        import jax
-        self.jax = jax
-
-    def checked(self, labels, num_classes, what):
-        if isinstance(labels, self.jax.core.Tracer):
-            # An error raised inside a compiled step would lose the model's
-            # state (Keras donates it to jit): warn, and the masking in
-            # CenterLoss.term keeps the bad samples away from the table.
-            self.jax.debug.callback(functools.partial(
-                _warn_if_out_of_range, num_classes=num_classes, what=what), labels)
-        else:
-            _raise_if_out_of_range(np.asarray(labels), num_classes, what)
-        return labels
-
-    def read(self, variable, ids):
-        return variable.value[ids]
-
-    def subtract(self, variable, ids, deltas):
-        # Padding rows of formulas.center_update repeat a class with delta 0,
-        # so add, never set. Under jit Keras donates the state: in place.
-        variable.assign(variable.value.at[ids].add(-deltas))
-
-
-@functools.lru_cache(maxsize=None)
-def _table_ops(backend):
-    return _TensorFlowTable() if backend == formulas.TENSORFLOW else _JaxTable()
-
-
 def _class_ids(labels, num_classes, what):
-    """int32 `[batch]` from `[batch]`/`[batch, 1]` ids or one-hot `[batch, C]`."""
+    """`(ids, shown, ok)`, each `[batch]`, from `[batch]`/`[batch, 1]` ids or
+    one-hot `[batch, C]`: int32 ids (0 where not ok), the labels as given
+    for messages (-1 for a one-hot row naming no class), and whether each
+    is a whole number in [0, num_classes). Checked before any int cast, so
+    2.5 is never class 2 and NaN never a class."""
     labels = keras.ops.convert_to_tensor(labels)
     shape = tuple(labels.shape)
     if len(shape) == 2 and shape[1] == num_classes and num_classes > 1:
         # A row that names no class (all zeros or NaN, an "unlabeled"
-        # marker) becomes -1, refused by the range check, never class 0.
+        # marker) shows as -1, refused by the range check, never class 0.
         rows = keras.ops.cast(labels, "float32")
         names_a_class = keras.ops.logical_and(
             keras.ops.any(rows > 0, axis=-1), keras.ops.all(keras.ops.isfinite(rows), axis=-1))
@@ -154,7 +62,27 @@ def _class_ids(labels, num_classes, what):
         raise ValueError(
             f"{what}: labels must be class ids [batch] or [batch, 1], or one-hot "
             f"[batch, {num_classes}]; received shape {shape}.")
-    return keras.ops.cast(labels, "int32")
+    ok = keras.ops.logical_and(labels >= 0, labels < num_classes)
+    if keras.backend.is_float_dtype(labels.dtype):
+        ok = keras.ops.logical_and(ok, keras.ops.floor(labels) == labels)  # False for NaN
+    ids = keras.ops.cast(keras.ops.where(ok, labels, keras.ops.zeros_like(labels)), "int32")
+    return ids, labels, ok
+
+
+def _sample_weights(sample_weight, what, source):
+    """float32 `[batch]`, or None."""
+    if sample_weight is None:
+        return None
+    if not hasattr(sample_weight, "shape"):
+        raise ValueError(
+            f"{what}: {source} must be one weight per sample, shape [batch]; received "
+            f"{type(sample_weight).__name__} (per-output weights do not reach the center "
+            f"update: give the weights as the layer's third input).")
+    shape = tuple(sample_weight.shape)
+    if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
+        raise ValueError(f"{what}: {source} must have shape [batch] or [batch, 1]; "
+                         f"received shape {shape}.")
+    return keras.ops.reshape(keras.ops.cast(sample_weight, "float32"), (-1,))
 
 
 @keras.saving.register_keras_serializable(package="cl")
@@ -187,8 +115,32 @@ class CenterLoss(keras.layers.Layer):
         super().__init__(**kwargs)
         self.num_classes, self.alpha, self.weight = _check_settings(num_classes, alpha, weight)
         self._backend = _math_backend()
+        self._last_step = StepMemo()
+        self._labelled_node = False
+
+    def __call__(self, inputs, *args, **kwargs):
+        labelled = isinstance(inputs, (list, tuple)) and len(inputs) > 1
+        if labelled and any(isinstance(t, keras.KerasTensor) for t in inputs):
+            # Building a functional model: a second labelled call would mean
+            # two updates per step, the second from moved centers.
+            if self._labelled_node:
+                raise ValueError(self._second_call_message("in a model"))
+            self._labelled_node = True
+        return super().__call__(inputs, *args, **kwargs)
+
+    def _second_call_message(self, where):
+        return (f"{self._what} was called a second time with labels {where}; its "
+                f"second update would start from centers the first already moved. "
+                f"Call it once, on the embeddings concatenated along the batch axis "
+                f"(and their labels): one update on all samples, one loss from the "
+                f"pre-update centers.")
+
+    @property
+    def _what(self):
+        return f"CenterLoss '{self.name}'"
 
     def build(self, input_shape):
+        table_ops(self._backend).refuse_strategy(self._what)
         nested = isinstance(input_shape, (list, tuple)) and input_shape and \
             isinstance(input_shape[0], (list, tuple))
         embedding_shape = input_shape[0] if nested else input_shape
@@ -205,43 +157,78 @@ class CenterLoss(keras.layers.Layer):
         if not isinstance(inputs, (list, tuple)):
             return inputs
         embedding, labels, sample_weight = (list(inputs) + [None, None])[:3]
-        if labels is not None:
-            self.add_loss(self.term(labels, embedding, sample_weight, training=training))
+        if labels is None:
+            return embedding
+        weights = _sample_weights(sample_weight, self._what, "the third input")
+        # fit's sample_weight / class_weight: Keras hands them to the model's
+        # step only; they weight this term and its update as they weight the
+        # compiled loss (CenterLossModel gets them from compute_loss).
+        model, fit_weights = keras_step()
+        fit_weights = _sample_weights(fit_weights, self._what, "fit's sample_weight")
+        if fit_weights is not None:
+            weights = fit_weights if weights is None else weights * fit_weights
+        loss, embedding, check = self._term(labels, embedding, weights, training)
+        self.add_loss(loss)
+        # On TensorFlow without XLA what follows this layer waits for the
+        # label check (its output, the loss, the gradients through them), and
+        # so does the optimizer's step counter: a refused step changes nothing
+        # after this layer.
+        if model is not None and getattr(model, "optimizer", None) is not None:
+            table_ops(self._backend).hold(check, [model.optimizer.iterations])
         return embedding
 
     def term(self, labels, embedding, sample_weight=None, training=False):
         """`weight * mean center loss` from the pre-update centers; updates
-        the centers if `training` is true. What `call` and `CenterLossModel`
-        use; the layer must be built."""
-        what = f"CenterLoss '{self.name}'"
-        table = _table_ops(self._backend)
+        the centers if `training` is true and the layer is trainable. What
+        `call` and `CenterLossModel` use; the layer must be built."""
+        weights = _sample_weights(sample_weight, self._what, "sample_weight")
+        return self._term(labels, embedding, weights, training)[0]
+
+    def _checked(self, labels, weights):
+        """`(ids, ok, check)`: class ids, whether each sample's label and
+        weight are valid, and the check (raises now where the backend can,
+        else an assert op on TensorFlow graphs, else None)."""
+        ids, shown, ok = _class_ids(labels, self.num_classes, self._what)
+        if weights is not None:
+            ok = keras.ops.logical_and(ok, weights >= 0)  # False for NaN
+        check = table_ops(self._backend).check(ok, shown, weights, self.num_classes, self._what)
+        return ids, ok, check
+
+    def _term(self, labels, embedding, weights, training):
+        """`(loss, embedding, check)`: loss and embedding computed only once
+        the labels and weights passed `check` (TensorFlow graphs; else None)."""
+        what = self._what
+        table = table_ops(self._backend)
+        table.refuse_strategy(what)
+        # Without training both calls read the same centers: nothing to refuse.
+        if training and self._last_step.seen(step_token()):
+            raise ValueError(self._second_call_message("in one step"))
         features = keras.ops.cast(embedding, "float32")
         if len(features.shape) != 2:
             raise ValueError(f"{what}: the embedding must have shape [batch, dim]; "
                              f"received shape {tuple(features.shape)}.")
-        labels = table.checked(_class_ids(labels, self.num_classes, what), self.num_classes, what)
-        # Where the check cannot raise (TensorFlow under XLA, jitted JAX), an
-        # out-of-range label reads row 0 and has weight 0: it never moves a center.
-        in_range = keras.ops.logical_and(labels >= 0, labels < self.num_classes)
-        safe_labels = keras.ops.where(in_range, labels, keras.ops.zeros_like(labels))
-        weights = keras.ops.cast(in_range, "float32")
-        if sample_weight is not None:
-            weights = weights * keras.ops.reshape(keras.ops.cast(sample_weight, "float32"), (-1,))
+        ids, ok, check = self._checked(labels, weights)
+        ids = table.after(check, ids)
+        # Where the check cannot raise (XLA, a Keras step on JAX) a bad sample
+        # reads row 0 and has weight 0: it never moves a center.
+        keep = keras.ops.cast(ok, "float32")
+        weights = keep if weights is None else keep * keras.ops.where(ok, weights, 0.0)
         # One read for the loss and the update: the loss sees the pre-update centers.
-        centers_batch = keras.ops.stop_gradient(table.read(self.centers, safe_labels))
+        centers_batch = keras.ops.stop_gradient(table.read(self.centers, ids))
         per_sample = formulas.per_sample_center_loss(features, centers_batch, self._backend)
-        if sample_weight is not None:
-            per_sample = per_sample * weights
-        # Where the check could not raise (XLA, a jitted JAX step), the term
-        # reads NaN, so the progress bar, History and TerminateOnNaN show the
-        # bad batch; no gradient reaches the NaN, so the weights are unharmed.
-        per_sample = keras.ops.where(in_range, per_sample, float("nan"))
-        if training:
+        per_sample = per_sample * weights
+        # There the term also reads NaN, so the progress bar, History and
+        # TerminateOnNaN show the bad batch; no gradient reaches the NaN.
+        per_sample = keras.ops.where(ok, per_sample, float("nan"))
+        # Frozen (layer or model trainable=False) centers stay put, as
+        # BatchNormalization's moving statistics do.
+        if training and self.trainable:
             class_ids, deltas = formulas.center_update(
-                safe_labels, keras.ops.stop_gradient(features), centers_batch, self.alpha,
+                ids, keras.ops.stop_gradient(features), centers_batch, self.alpha,
                 weights, self._backend)
             table.subtract(self.centers, class_ids, deltas)
-        return self.weight * keras.ops.mean(per_sample)
+        return (table.after(check, self.weight * keras.ops.mean(per_sample)),
+                table.after(check, embedding), check)
 
     def compute_output_shape(self, input_shape):
         nested = isinstance(input_shape, (list, tuple)) and input_shape and \
@@ -287,12 +274,34 @@ class CenterLossModel(keras.Model):
 
     def build(self, input_shape):
         if not self.center_loss.built:
-            embedding_shape = self.backbone.compute_output_shape(input_shape)[1]
-            self.center_loss.build(tuple(embedding_shape))
+            # A subclassed backbone has no outputs to read the dimension from,
+            # nor, often, compute_output_shape: a symbolic call builds it and
+            # gives the embedding's shape.
+            embedding = self.backbone(keras.tree.map_shape_structure(
+                keras.KerasTensor, input_shape))[1]
+            self.center_loss.build(tuple(embedding.shape))
         super().build(input_shape)
 
     def call(self, inputs, training=None):
         return self.backbone(inputs, training=training)
+
+    def train_step(self, *args):
+        if keras.backend.backend() == "tensorflow":
+            # Check the labels (and weights) before the step: eager, an error
+            # now; in a graph, every write of the step (weights, statistics,
+            # optimizer, metrics) waits for the check, so a refused step
+            # changes nothing. The centers' writes wait for it anyway (their
+            # ids do), and a dense read of the table is what we must avoid.
+            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(args[0])
+            if not self.built:  # Keras on TensorFlow builds in the first step
+                self.build(keras.tree.map_structure(lambda t: tuple(t.shape), x))
+            layer = self.center_loss
+            check = layer._checked(y, _sample_weights(sample_weight, layer._what,
+                                                      "sample_weight"))[2]
+            table_ops(layer._backend).hold(check, [
+                v for v in self.variables + self.optimizer.variables + self.metrics_variables
+                if v is not layer.centers])
+        return super().train_step(*args)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         logits, embedding = y_pred

@@ -12,7 +12,7 @@ import weakref
 
 import tensorflow as tf
 
-from cl import compat, distribute, formulas
+from cl import compat, distribute, formulas, update_ties
 
 CENTERS_NAME = "centers"
 DEFAULT_SCOPE = "center_loss"
@@ -263,11 +263,18 @@ def new_table(num_classes, dim, scope=DEFAULT_SCOPE):
     """
     graph = tf.compat.v1.get_default_graph()
     full_scope = "/".join(filter(None, [tf.compat.v1.get_variable_scope().name, scope]))
-    taken = any(v.name == f"{full_scope}/{CENTERS_NAME}:0"
-                for v in graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES))
-    # A taken scope gets a uniquified one (default_name) instead.
-    scope_args = (dict(name_or_scope=None, default_name=scope) if taken else
-                  dict(name_or_scope=scope, reuse=tf.compat.v1.AUTO_REUSE))
+    names = {v.name for v in graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)}
+    taken = f"{full_scope}/{CENTERS_NAME}:0" in names
+    # A taken scope gets the first free `<scope>_<k>` instead, chosen here
+    # rather than by variable_scope(default_name=...): Keras 2 compiles under
+    # a tf.distribute strategy with scope counts that do not see the first
+    # table, and would pick the taken name again.
+    scope_args = dict(name_or_scope=scope, reuse=tf.compat.v1.AUTO_REUSE)
+    if taken:
+        index = 1
+        while f"{full_scope}_{index}/{CENTERS_NAME}:0" in names:
+            index += 1
+        scope_args = dict(name_or_scope=f"{scope}_{index}")
     with tf.compat.v1.variable_scope(**scope_args):
         centers = tf.compat.v1.get_variable(
             CENTERS_NAME, shape=[num_classes, dim], dtype=tf.float32,
@@ -320,7 +327,7 @@ def _apply_update(centers, labels, features, centers_batch, alpha, training,
 
 @tf.autograph.experimental.do_not_convert
 def center_loss(labels, features, alpha=None, num_classes=None, name=None,
-                centers=None, training=None, sample_weight=None):
+                centers=None, training=None, sample_weight=None, update_on=None):
     """Per-sample center loss `1/2 * ||x_i - c_{y_i}||^2`, updating the centers.
 
     Running the returned tensor also applies the paper's update
@@ -342,6 +349,14 @@ def center_loss(labels, features, alpha=None, num_classes=None, name=None,
         its learning phase True to the train function alone, so evaluate,
         predict and validation_data never move the centers). Or a Python or
         tensor bool gating the update.
+      update_on: what makes a `session.run` apply the update; default
+        `cl.UPDATE_ON` at call time. "loss" (the blog's behaviour): running
+        the loss, or any gradient of it (`train_op` alone too, with static
+        or dynamic batch size). "gradient": only a run that computes the
+        loss's gradient, so evaluation runs, hooks that fetch the loss and
+        separate summary runs never move the centers (Estimator,
+        MonitoredTrainingSession). Either way one run applies one update,
+        however many times it uses the loss or its gradients.
       sample_weight: float `[batch]` >= 0, or None. The update is the paper's
         rule weighted by it (`cl.formulas`): a sample of weight 0 neither
         moves its center nor counts in n_j. The returned loss is NOT
@@ -360,6 +375,7 @@ def center_loss(labels, features, alpha=None, num_classes=None, name=None,
     """
     what = "center_loss"
     compat.require_graph_mode(what)
+    update_on = update_ties.check_update_on(_package_default(update_on, "UPDATE_ON"))
     alpha = check_alpha(_package_default(alpha, "ALPHA"))
     num_classes = check_num_classes(_package_default(num_classes, "NUM_CLASSES"))
     with tf.compat.v1.name_scope(name, DEFAULT_SCOPE, [labels, features]) as scope:
@@ -395,20 +411,28 @@ def center_loss(labels, features, alpha=None, num_classes=None, name=None,
         if distribute.is_distributed(centers, training):
             # Under tf.distribute: one update from every replica's batch.
             return tf.identity(distribute.center_loss(
-                centers, labels, features, alpha, training, weights), name=scope)
+                centers, labels, features, alpha, training, weights, update_on), name=scope)
         # One read serves both the loss and the update, so the loss always
         # sees the pre-update centers.
         centers_batch = tf.cast(
             tf.stop_gradient(tf.gather(centers, labels)), compute_dtype)
-        per_sample = formulas.per_sample_center_loss(features, centers_batch)
+
+        def per_sample(tied_features):
+            return formulas.per_sample_center_loss(tied_features, centers_batch)
+
+        if training is False:
+            return tf.identity(per_sample(features), name=scope)
         if site is not None:
             updated = site.update(centers, labels, features, centers_batch,
                                   alpha, training, weights)
         else:
             updated = _apply_update(centers, labels, features, centers_batch,
                                     alpha, training, weights)
-        with tf.control_dependencies([updated]):
-            return tf.identity(per_sample, name=scope)
+        # The gradient waits for the update (a static batch size lets
+        # TensorFlow skip the loss op in `sess.run(train_op)`), and so does
+        # the loss value unless update_on="gradient".
+        return tf.identity(update_ties.tie(per_sample, features, updated, update_on),
+                           name=scope)
 
 
 def checked_sample_weight(sample_weight, labels, dtype, what):
@@ -475,7 +499,7 @@ def check_logits_width(logits, num_classes, what):
 @tf.autograph.experimental.do_not_convert
 def softmax_center_loss(labels, features, num_classes, alpha, lambda_,
                         batch_sum=False, name=None, centers=None, training=None,
-                        sample_weight=None):
+                        sample_weight=None, update_on=None):
     """`softmax_loss + lambda_ * center_loss` on logits, per sample `[batch]`.
 
     labels: one-hot (or soft) `[batch, num_classes]`, or class ids `[batch]`
@@ -484,6 +508,7 @@ def softmax_center_loss(labels, features, num_classes, alpha, lambda_,
     batch and added to every sample, i.e. `lambda_ * sum_k 1/2||x_k - c_k||^2`.
     Since Keras averages per-sample losses, the per-sample form with
     `lambda = batch_size * lambda_blog` gives the same total loss.
+    `training`, `sample_weight` and `update_on` are `center_loss`'s.
     """
     with tf.compat.v1.name_scope(name, "softmax_center_loss", [labels, features]):
         labels = tf.convert_to_tensor(labels, name="labels")
@@ -495,7 +520,7 @@ def softmax_center_loss(labels, features, num_classes, alpha, lambda_,
         targets, ids = softmax_targets(labels, num_classes, "cl.loss", sample_weight)
         center_term = center_loss(
             ids, features, alpha=alpha, num_classes=num_classes, centers=centers,
-            training=training, sample_weight=sample_weight)
+            training=training, sample_weight=sample_weight, update_on=update_on)
         if batch_sum:
             center_term = tf.reduce_sum(center_term) * tf.ones_like(center_term)
         softmax_term = softmax_loss(targets, features)
@@ -503,20 +528,22 @@ def softmax_center_loss(labels, features, num_classes, alpha, lambda_,
 
 
 @tf.autograph.experimental.do_not_convert
-def loss(labels, features, name=None):
+def loss(labels, features, name=None, training=None, update_on=None):
     """The blog's combined loss: `softmax_loss + cl.LAMBDA * center_loss`.
 
     labels: one-hot `[batch, cl.NUM_CLASSES]` (class ids `[batch]` or
     `[batch, 1]` work too); features: logits `[batch, cl.NUM_CLASSES]`.
     Returns the per-sample loss `[batch]`. Uses the package constants
-    `cl.NUM_CLASSES`, `cl.ALPHA`, `cl.LAMBDA` at call time.
+    `cl.NUM_CLASSES`, `cl.ALPHA`, `cl.LAMBDA` (and `cl.UPDATE_ON`) at call
+    time. `training` and `update_on` are `center_loss`'s (e.g. an Estimator
+    `model_fn` passes `training=(mode == ModeKeys.TRAIN)`).
     """
     return softmax_center_loss(
         labels, features,
         num_classes=check_num_classes(_package_default(None, "NUM_CLASSES")),
         alpha=_package_default(None, "ALPHA"),
         lambda_=_package_default(None, "LAMBDA"),
-        name=name or "loss")
+        name=name or "loss", training=training, update_on=update_on)
 
 
 @tf.autograph.experimental.do_not_convert

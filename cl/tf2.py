@@ -14,11 +14,30 @@ loss from the centers as they were before this step, and applies the
 paper's update (see `cl.formulas`) when `training` is true. The table is an
 ordinary `tf.Variable` made once in the constructor, so one trace of the
 caller's tf.function serves every step, and `tf.train.Checkpoint` saves it.
+
+Bad inputs (labels out of range, labels and features of different batch
+sizes, negative or NaN sample weights) raise before any row is read or
+written. Under XLA (`jit_compile=True`), which drops run-time asserts, such
+a sample's loss reads NaN and it is left out of the update instead.
 """
 
 import tensorflow as tf
 
 from cl import formulas
+
+
+def _refuse_strategy(what):
+    # Each replica would scatter its own part of the batch into its own copy
+    # (or the one shared variable): not the paper's rule on the global batch.
+    if tf.distribute.has_strategy():
+        strategy = tf.distribute.get_strategy()
+        raise NotImplementedError(
+            f"{what}: cl.tf2.CenterLoss does not support tf.distribute strategies "
+            f"yet; received {type(strategy).__name__} with "
+            f"{strategy.num_replicas_in_sync} replica(s), whose replicas would each "
+            f"update the centers from their own part of the batch. Create and call "
+            f"it outside strategy.scope() and strategy.run, or use the graph-mode "
+            f"cl.center_loss, which supports MirroredStrategy.")
 
 
 class CenterLoss(tf.Module):
@@ -33,10 +52,12 @@ class CenterLoss(tf.Module):
     `.centers` is a non-trainable float32 `tf.Variable` `[num_classes, dim]`,
     zeros at first. Assign trained centers with `.centers.assign(values)`
     (e.g. from `cl.read_centers`); a table of another shape is refused.
+    Not supported under a `tf.distribute` strategy (NotImplementedError).
     """
 
     def __init__(self, num_classes, dim, alpha=0.5, name="center_loss"):
         super().__init__(name=name)
+        _refuse_strategy(f"{name}: created inside a strategy's scope")
         self.num_classes = formulas.check_num_classes(num_classes)
         self.dim = formulas.check_num_classes(dim, "dim")
         self.alpha = formulas.check_alpha(alpha)
@@ -48,43 +69,50 @@ class CenterLoss(tf.Module):
         """Per-sample loss `[batch]` (float32; float64 for float64 features).
 
         Args:
-          labels: int `[batch]` class ids in `[0, num_classes)`; checked before
-            any row is read or written (InvalidArgumentError otherwise).
+          labels: integer `[batch]` class ids in `[0, num_classes)` (float
+            labels are refused: TypeError).
           features: float `[batch, dim]`; gradients flow to them only.
           training: Python or tensor bool; the centers move only when true.
-          sample_weight: float `[batch]` >= 0 for the update (weight 0 never
-            moves a center), or None. NaN/Inf samples never move a center.
+          sample_weight: `[batch]` (or `[batch, 1]`) finite weights >= 0 for
+            the update (weight 0 never moves a center; the loss is not
+            weighted), or None. NaN/Inf samples never move a center.
+
+        Raises:
+          TypeError / ValueError for dtypes and shapes known when called.
+          InvalidArgumentError before any row is read or written, for labels
+          out of range, batch sizes that differ, or weights that are
+          negative, NaN or Inf. Under XLA those samples' losses are NaN and
+          they are left out of the update instead.
         """
         what = f"{self.name}"
-        features = tf.convert_to_tensor(features)
-        labels = tf.convert_to_tensor(labels)
-        if not features.dtype.is_floating or features.shape.rank != 2:
-            raise ValueError(f"{what}: features must be float [batch, dim]; received "
-                             f"{features.dtype.name} of shape {features.shape}.")
-        if features.shape[1] is not None and features.shape[1] != self.dim:
-            raise ValueError(f"{what}: features must have dim={self.dim} columns; "
-                             f"received shape {features.shape}.")
-        if not labels.dtype.is_integer or labels.shape.rank != 1:
-            raise ValueError(f"{what}: labels must be int class ids of shape [batch]; "
-                             f"received {labels.dtype.name} of shape {labels.shape}.")
+        _refuse_strategy(f"{what}: called under a strategy")
+        features, labels = self._checked_inputs(labels, features, what)
         compute_dtype = tf.float64 if features.dtype == tf.float64 else tf.float32
         features = tf.cast(features, compute_dtype)
-        bad = tf.logical_or(labels < 0, labels >= self.num_classes)
-        check = tf.debugging.Assert(
-            tf.logical_not(tf.reduce_any(bad)),
-            [f"{what}: labels must be class ids in [0, num_classes={self.num_classes});"
-             " received out-of-range label(s):", tf.boolean_mask(labels, bad),
-             "at batch position(s):", tf.where(bad)[:, 0]], summarize=20)
-        with tf.control_dependencies([check]):
+        valid, checks = self._label_checks(labels, features, what)
+        weights = None
+        if sample_weight is not None:
+            weights, valid_weights, weight_checks = _checked_weights(
+                sample_weight, labels, compute_dtype, what)
+            valid = tf.logical_and(valid, valid_weights)
+            checks += weight_checks
+        with tf.control_dependencies(checks):
             labels = tf.identity(labels)
+        # Where the checks cannot raise (XLA), a bad sample reads row 0 and has
+        # weight 0, so it never moves a center; its loss reads NaN below.
+        labels = tf.where(valid, labels, tf.zeros_like(labels))
+        update_weights = tf.cast(valid, compute_dtype) if weights is None else \
+            tf.where(valid, weights, tf.zeros_like(weights))
         # One sparse read serves the loss and the update: the loss sees the
         # pre-update centers, and the cost does not grow with num_classes.
         centers_batch = tf.cast(tf.stop_gradient(tf.gather(self.centers, labels)), compute_dtype)
         per_sample = formulas.per_sample_center_loss(features, centers_batch)
+        # A where, not a multiply: no gradient reaches the NaN.
+        per_sample = tf.where(valid, per_sample, tf.constant(float("nan"), compute_dtype))
 
         def update():
             class_ids, deltas = formulas.center_update(
-                labels, tf.stop_gradient(features), centers_batch, self.alpha, sample_weight)
+                labels, tf.stop_gradient(features), centers_batch, self.alpha, update_weights)
             self.centers.scatter_sub(tf.IndexedSlices(tf.cast(deltas, tf.float32), class_ids))
             return tf.constant(True)
 
@@ -93,3 +121,75 @@ class CenterLoss(tf.Module):
         elif training is not False:
             tf.cond(tf.cast(training, tf.bool), update, lambda: tf.constant(False))
         return per_sample
+
+    def _checked_inputs(self, labels, features, what):
+        features = tf.convert_to_tensor(features)
+        labels = tf.convert_to_tensor(labels)
+        if not features.dtype.is_floating:
+            raise TypeError(f"{what}: features must be float [batch, dim]; received "
+                            f"{features.dtype.name} of shape {features.shape}.")
+        if features.shape.rank != 2 or features.shape[1] not in (None, self.dim):
+            raise ValueError(f"{what}: features must have shape [batch, dim={self.dim}]; "
+                             f"received shape {features.shape}.")
+        if not labels.dtype.is_integer:
+            raise TypeError(
+                f"{what}: labels must be integer class ids (int32 or int64) of shape "
+                f"[batch]; received {labels.dtype.name}. Cast labels that are whole "
+                f"numbers with tf.cast(labels, tf.int32); for one-hot labels pass "
+                f"tf.argmax(labels, axis=-1).")
+        if labels.shape.rank != 1:
+            raise ValueError(f"{what}: labels must have shape [batch]; received shape "
+                             f"{labels.shape}.")
+        if None not in (labels.shape[0], features.shape[0]) and \
+                labels.shape[0] != features.shape[0]:
+            raise ValueError(
+                f"{what}: labels and features must have the same batch size; received "
+                f"labels of shape {labels.shape} and features of shape {features.shape}.")
+        if labels.dtype not in (tf.int32, tf.int64):
+            labels = tf.cast(labels, tf.int64)  # gather and unique take only these two
+        return features, labels
+
+    def _label_checks(self, labels, features, what):
+        """`(valid [batch] bool, run-time asserts)` for the labels."""
+        batch_labels, batch_features = tf.shape(labels)[0], tf.shape(features)[0]
+        same_batch = tf.debugging.Assert(
+            tf.equal(batch_labels, batch_features),
+            [f"{what}: labels and features must have the same batch size; received "
+             "labels of batch size", batch_labels, "and features of batch size",
+             batch_features])
+        valid = tf.logical_and(labels >= 0, labels < self.num_classes)
+        bad = tf.logical_not(valid)
+        in_range = tf.debugging.Assert(
+            tf.reduce_all(valid),
+            [f"{what}: labels must be class ids in [0, num_classes={self.num_classes});"
+             " received out-of-range label(s):", tf.boolean_mask(labels, bad),
+             "at batch position(s):", tf.where(bad)[:, 0]], summarize=20)
+        return valid, [same_batch, in_range]
+
+
+def _checked_weights(sample_weight, labels, dtype, what):
+    """`(weights [batch], valid [batch] bool, run-time asserts)`."""
+    weights = tf.cast(tf.convert_to_tensor(sample_weight), dtype)
+    if weights.shape.rank == 2 and weights.shape[1] == 1:
+        weights = weights[:, 0]
+    sizes = (weights.shape[0] if weights.shape.rank == 1 else None, labels.shape[0])
+    if weights.shape.rank not in (None, 1) or None not in sizes and sizes[0] != sizes[1]:
+        raise ValueError(f"{what}: sample_weight must have shape [batch] (one weight per "
+                         f"sample), labels have shape {labels.shape}; received shape "
+                         f"{weights.shape}.")
+    weights = tf.reshape(weights, [-1])
+    size = tf.size(weights)
+    same_size = tf.debugging.Assert(
+        tf.equal(size, tf.size(labels)),
+        [f"{what}: sample_weight must have one weight per sample; received",
+         size, "weights for a batch of", tf.size(labels)])
+    with tf.control_dependencies([same_size]):
+        weights = tf.identity(weights)  # (a reshape to the same shape drops the dependency)
+    valid = tf.logical_and(tf.math.is_finite(weights), weights >= 0)
+    bad = tf.logical_not(valid)
+    valid_values = tf.debugging.Assert(
+        tf.reduce_all(valid),
+        [f"{what}: sample weights must be finite and >= 0 (0 leaves a sample out "
+         "of the update); received:", tf.boolean_mask(weights, bad),
+         "at batch position(s):", tf.where(bad)[:, 0]], summarize=20)
+    return weights, valid, [same_size, valid_values]

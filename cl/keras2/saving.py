@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 
 from cl import compat
-from cl.keras2.site import PENDING_ATTR, centers_of
+from cl.keras2.site import PENDING_ATTR, centers_of, remember_user_learning_phase
 
 H5_GROUP = "cl_centers"
 _H5_FORMATS = ("h5", "hdf5", "keras")
@@ -177,6 +177,10 @@ def _extend(cls):
                          ("save_weights", save_weights), ("load_weights", load_weights),
                          ("save", save)):
         setattr(cls, name, method)
+    # Not state, but the same extension point: a global K.set_learning_phase
+    # must reach the replicas' clones under a strategy (see cl.keras2.site).
+    for name in ("fit", "evaluate"):
+        setattr(cls, name, remember_user_learning_phase(getattr(cls, name)))
     cls._cl_state_routes = True
 
 

@@ -11,6 +11,7 @@ training step, even when one loss serves several outputs.
 """
 
 import collections
+import functools
 import warnings
 
 import numpy as np
@@ -24,6 +25,36 @@ STEP_ATTR = "_cl_step"  # the compile pass's per-table update records
 READS_ATTR = "_cl_metric_reads"  # (table, target, read) of cl metrics
 ADOPTED_ATTR = "_cl_adopted"
 TEMPLATE_ATTR = "_cl_replica_template"  # a per-replica clone -> the user model
+
+
+# The learning phase set with K.set_learning_phase() when the running fit or
+# evaluate began (0 or 1), else None; see remember_user_learning_phase. Not
+# thread-local: MirroredStrategy builds each replica's clone in a thread of
+# its own.
+_USER_PHASE = {"value": None}
+
+
+def user_learning_phase():
+    return _USER_PHASE["value"]
+
+
+def remember_user_learning_phase(method):
+    """Wraps Model.fit / evaluate. Under a tf.distribute strategy Keras 2
+    builds the replicas' clones inside its own learning-phase scope (1 in
+    fit, 0 in evaluate), which hides a global K.set_learning_phase(0) that
+    stops the update everywhere else; remember the user's value first."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        phase = compat.keras_backend(self).learning_phase()
+        previous = user_learning_phase()
+        _USER_PHASE["value"] = phase if isinstance(phase, int) else None
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            _USER_PHASE["value"] = previous
+
+    return wrapper
 
 
 def tables_of(model):
@@ -75,7 +106,11 @@ class CompileSite:
     @property
     def learning_phase(self):
         """Keras feeds True to the train function only: evaluate, predict
-        and validation never move the centers."""
+        and validation never move the centers. A phase the user set
+        globally wins, under a strategy too."""
+        user = user_learning_phase()
+        if user is not None and tf.distribute.has_strategy():
+            return user
         return self.backend.learning_phase()
 
     @property

@@ -4,6 +4,8 @@ The files are made by the graph-mode API in a subprocess (graph mode is a
 process-wide switch), once per session, with the values each table held.
 """
 
+import shutil
+
 import numpy as np
 import pytest
 from helpers import run_python
@@ -75,6 +77,27 @@ def test_saver_checkpoint(old_files):
                           expected)
     assert np.array_equal(cl.read_centers(old_files / "saver", name="second/centers"),
                           np.load(old_files / "saver_second.npy"))
+
+
+def test_a_checkpoint_file_path_reads_its_prefix(old_files):
+    expected = np.load(old_files / "saver.npy")
+    for suffix in (".index", ".data-00000-of-00001"):
+        assert np.array_equal(cl.read_centers(f"{old_files}/saver/model{suffix}"), expected)
+    path = old_files / "tf_format" / "ckpt.index"
+    assert np.array_equal(cl.read_centers(path), np.load(old_files / "keras.npy"))
+
+
+def test_truncated_or_missing_data_file_says_so(old_files, tmp_path):
+    shutil.copytree(old_files / "saver", tmp_path / "saver")
+    data = tmp_path / "saver" / "model.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[:40])
+    with pytest.raises(OSError, match=r"saver/model cannot be read \(IndexError: .*truncated "
+                                      r"or missing.*'model.data-00000-of-00001': 40,"):
+        cl.read_centers(tmp_path / "saver" / "model")
+    data.unlink()
+    with pytest.raises(OSError, match=r"cannot be read \(OpError: .*model.data-00000-of-00001; "
+                                      r"No such file.*truncated or missing"):
+        cl.read_centers(tmp_path / "saver" / "model.index")
 
 
 def test_keras_tf_format_checkpoint(old_files):

@@ -1,0 +1,205 @@
+"""What `cl.keras3` needs from each Keras 3 backend, and from Keras itself.
+
+Sparse reads and writes of the centers table, O(batch * dim) whatever
+num_classes is: `tf.gather` / `scatter_sub` on TensorFlow (`keras.ops.take`
+on a variable reads the whole table there), static-size `jnp.unique` and
+`.at[].add` on JAX (in place under jit, where Keras donates the state).
+
+The checks on labels and sample weights: an error before anything changes
+where the backend can raise, else the bad samples are masked by the caller
+(NaN loss, left out of the update), and JAX warns.
+
+Two things a layer is never handed and reads from Keras here: the
+`sample_weight` of the running `fit`/`evaluate` step, and which step (or
+forward pass) it runs in.
+"""
+
+import functools
+import sys
+import warnings
+import weakref
+
+import keras
+import numpy as np
+from keras.src.backend.common import global_state
+from keras.src.backend.common.stateless_scope import get_stateless_scope
+
+from cl import formulas
+
+
+def invalid_message(shown, weights, num_classes):
+    """What is wrong with `shown` labels / `weights` (numpy, [batch]), or None.
+
+    `shown` are the labels as given (a float label keeps its value, NaN
+    too), -1 for a one-hot row that names no class.
+    """
+    shown = np.asarray(shown).reshape(-1)
+    whole = np.isfinite(shown) & (np.floor(shown) == shown)
+    problems = []
+    out = whole & ((shown < 0) | (shown >= num_classes))
+    if out.any():
+        hint = (" (-1: a one-hot row that names no class, all zeros or NaN; drop "
+                "such samples)" if (shown[out] == -1).any() else "")
+        problems.append(
+            f"labels must be class ids in [0, num_classes={num_classes}); received "
+            f"out-of-range label(s) {shown[out][:20].tolist()} at batch position(s) "
+            f"{np.flatnonzero(out)[:20].tolist()}{hint}")
+    if not whole.all():
+        problems.append(
+            f"labels must be whole numbers; received label(s) {shown[~whole][:20].tolist()} "
+            f"at batch position(s) {np.flatnonzero(~whole)[:20].tolist()}")
+    if weights is not None:
+        weights = np.asarray(weights).reshape(-1)
+        bad = ~(weights >= 0)  # NaN too
+        if bad.any():
+            problems.append(
+                f"sample weights must be numbers >= 0; received {weights[bad][:20].tolist()} "
+                f"at batch position(s) {np.flatnonzero(bad)[:20].tolist()}")
+    return "; ".join(problems) or None
+
+
+def _raise_if_invalid(shown, weights, num_classes, what):
+    error = invalid_message(shown, weights, num_classes)
+    if error is not None:
+        raise ValueError(f"{what}: {error}. No center was changed.")
+
+
+def _warn_if_invalid(shown, weights, num_classes, what):
+    error = invalid_message(shown, weights, num_classes)
+    if error is not None:
+        warnings.warn(f"{what}: {error}. The step's loss is NaN and those samples were "
+                      f"left out of its center update (raising inside a Keras step on "
+                      f"JAX would lose the model's state).", RuntimeWarning, stacklevel=2)
+
+
+class _TensorFlowTable:
+    def __init__(self):
+        import tensorflow as tf
+        self.tf = tf
+
+    def check(self, ok, shown, weights, num_classes, what):
+        """Raises now (eager), or returns an assert op that what must not run
+        on bad data waits for (graph; XLA drops it: the caller masks)."""
+        tf = self.tf
+        if tf.executing_eagerly():
+            _raise_if_invalid(shown.numpy(), None if weights is None else weights.numpy(),
+                              num_classes, what)
+            return None
+        data = [f"{what}: labels must be whole-number class ids in [0, num_classes="
+                f"{num_classes}) and sample weights >= 0; received labels:", shown]
+        if weights is not None:
+            data += ["weights:", weights]
+        return tf.debugging.Assert(tf.reduce_all(ok), data, summarize=20)
+
+    def after(self, check, tensor):
+        """`tensor`, computed only once `check` passed."""
+        if check is None:
+            return tensor
+        with self.tf.control_dependencies([check]):
+            return self.tf.identity(tensor)
+
+    def hold(self, check, variables):
+        """Makes every later write of `variables` in this graph wait for
+        `check`: a read after the check, which TensorFlow's automatic
+        control dependencies order before the next write of each."""
+        if check is not None:
+            with self.tf.control_dependencies([check]):
+                for variable in variables:
+                    variable.value.read_value()
+
+    def read(self, variable, ids):
+        # variable.value is the tf.Variable (autocast off): a ResourceGather of
+        # `ids` rows. keras.ops.take would read all C rows first.
+        return self.tf.gather(variable.value, ids)
+
+    def subtract(self, variable, ids, deltas):
+        variable.value.scatter_sub(self.tf.IndexedSlices(deltas, ids))
+
+    def refuse_strategy(self, what):
+        tf = self.tf
+        if tf.distribute.has_strategy():
+            raise ValueError(
+                f"{what}: tf.distribute strategies are not supported yet (received "
+                f"{type(tf.distribute.get_strategy()).__name__}): each replica would "
+                f"update its own copy of the centers from its part of the batch. Train "
+                f"on one device, or use cl.distribute in graph mode. Nothing was changed.")
+
+
+class _JaxTable:
+    def __init__(self):
+        import jax
+        self.jax = jax
+
+    def check(self, ok, shown, weights, num_classes, what):
+        if isinstance(shown, self.jax.core.Tracer) or get_stateless_scope() is not None:
+            # Inside a Keras step (jitted or not) an error would lose the
+            # model's state: Keras's JAX fit detaches the variables' values
+            # for the step. The caller masks; this warns.
+            self.jax.debug.callback(functools.partial(
+                _warn_if_invalid, num_classes=num_classes, what=what), shown, weights)
+        else:
+            _raise_if_invalid(np.asarray(shown), None if weights is None else np.asarray(weights),
+                              num_classes, what)
+        return None
+
+    def after(self, check, tensor):
+        return tensor
+
+    def hold(self, check, variables):
+        pass
+
+    def read(self, variable, ids):
+        return variable.value[ids]
+
+    def subtract(self, variable, ids, deltas):
+        # Padding rows of formulas.center_update repeat a class with delta 0,
+        # so add, never set. Under jit Keras donates the state: in place.
+        variable.assign(variable.value.at[ids].add(-deltas))
+
+    def refuse_strategy(self, what):
+        pass  # tf.distribute does not exist here; keras.distribution is exact
+
+
+@functools.lru_cache(maxsize=None)
+def table_ops(backend):
+    return _TensorFlowTable() if backend == formulas.TENSORFLOW else _JaxTable()
+
+
+def step_token():
+    """An object alive for the current forward pass only: the JAX step's
+    StatelessScope, else Keras's call context (one per top-level call)."""
+    return get_stateless_scope() or global_state.get_global_attribute("current_call_ctx")
+
+
+class StepMemo:
+    """Remembers, weakly, the step a layer last ran in."""
+
+    def __init__(self):
+        self._ref = None
+
+    def seen(self, token):
+        """True if `token` is the step remembered; remembers it."""
+        if token is None:
+            return False
+        if self._ref is not None and self._ref() is token:
+            return True
+        self._ref = weakref.ref(token)
+        return False
+
+
+def keras_step():
+    """`(model, sample_weight)` of the Keras train or test step running now
+    (sample_weight includes class_weight), or `(None, None)`.
+
+    Keras hands them to `Model.train_step`/`test_step`, never to a layer,
+    so a layer reads them from that step's frame: the one route by which
+    fit's weights can reach an update made in the forward pass.
+    """
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name in ("train_step", "test_step"):
+            model = frame.f_locals.get("self")
+            if isinstance(model, keras.Model):
+                return model, frame.f_locals.get("sample_weight")
+        frame = frame.f_back
+    return None, None

@@ -1,0 +1,120 @@
+"""cl.read_centers on the files Keras 3 writes (`.keras`, `.weights.h5`),
+on whichever backend KERAS_BACKEND names (no TensorFlow needed on JAX)."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import keras3_or_skip
+from helpers import run_python
+
+keras = keras3_or_skip()
+import cl  # noqa: E402
+import cl.keras3  # noqa: E402
+
+C = 6
+
+
+def trained(model, inputs, targets):
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(inputs, targets, batch_size=16, epochs=1, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Files of a model with two layers (the second named "second") and of a
+    CenterLossModel, each with the tables' values after one epoch."""
+    out = tmp_path_factory.mktemp("keras3")
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 4)).astype("float32"), rng.integers(0, C, 32).astype("int32")
+    image, labels = keras.Input((4,)), keras.Input((), dtype="int32")
+    first = cl.keras3.CenterLoss(C)
+    second = cl.keras3.CenterLoss(C, name="second")
+    hidden = first([keras.layers.Dense(3)(image), labels])
+    hidden = second([keras.layers.Dense(2)(hidden), labels])
+    two = trained(keras.Model([image, labels], keras.layers.Dense(C)(hidden)), [x, y], y)
+    embedding = keras.layers.Dense(3)(image)
+    backbone = keras.Model(image, [keras.layers.Dense(C)(embedding), embedding])
+    wrapped = trained(cl.keras3.CenterLossModel(backbone, C), x, y)
+    for model, stem in ((two, "two"), (wrapped, "wrapped")):
+        model.save(out / f"{stem}.keras")
+        model.save_weights(out / f"{stem}.weights.h5")
+    plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    plain.save(out / "plain.keras")
+    values = {"first": first.centers, "second": second.centers, "wrapped": wrapped.centers}
+    return out, {key: keras.ops.convert_to_numpy(value) for key, value in values.items()}
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".weights.h5"])
+def test_the_one_table_of_a_center_loss_model(files, suffix):
+    out, expected = files
+    assert expected["wrapped"].shape == (C, 3) and not np.all(expected["wrapped"] == 0)
+    for name in (None, "center_loss", "center_loss/centers:0"):
+        assert np.array_equal(cl.read_centers(out / f"wrapped{suffix}", name), expected["wrapped"])
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".weights.h5"])
+def test_two_tables_by_layer_name_or_group(files, suffix):
+    out, expected = files
+    path = out / f"two{suffix}"
+    assert expected["second"].shape == (C, 2) and not np.all(expected["second"] == 0)
+    for name in ("center_loss", "center_loss/centers", "layers/center_loss"):
+        assert np.array_equal(cl.read_centers(path, name), expected["first"])
+    for name in ("second", "second/centers:0", "layers/center_loss_1"):
+        assert np.array_equal(cl.read_centers(path, name), expected["second"])
+    found = r"\['layers/center_loss \(center_loss\)', 'layers/center_loss_1 \(second\)'\]"
+    with pytest.raises(KeyError, match=rf"holds 2 centers tables; pass name=.*{found}"):
+        cl.read_centers(path)
+    with pytest.raises(KeyError, match=rf"No centers table 'third' .*tables found: {found}"):
+        cl.read_centers(path, "third")
+
+
+def test_files_without_a_table_say_what_was_looked_for(files, tmp_path):
+    out, _ = files
+    with pytest.raises(KeyError, match=r"holds no cl centers.*cl\.keras3\.CenterLoss layer"):
+        cl.read_centers(out / "plain.keras")
+    import zipfile
+    with zipfile.ZipFile(tmp_path / "other.zip", "w") as archive:
+        archive.writestr("notes.txt", "no weights")
+    with pytest.raises(KeyError, match=r"not a Keras 3 \.keras file.*\['notes\.txt'\]"):
+        cl.read_centers(tmp_path / "other.zip")
+
+
+def test_read_values_go_into_a_new_layer(files):
+    out, expected = files
+    values = cl.read_centers(out / "two.keras", "second")
+    layer = cl.keras3.CenterLoss(C)
+    layer.build((None, 2))
+    layer.centers.assign(values)
+    assert np.array_equal(keras.ops.convert_to_numpy(layer.centers), expected["second"])
+
+
+TO_TF1 = r"""
+import json, sys
+import numpy as np
+import tensorflow as tf
+tf.compat.v1.disable_eager_execution()
+import cl
+
+values = cl.read_centers(sys.argv[1])
+labels = tf.compat.v1.placeholder(tf.int32, [None])
+features = tf.compat.v1.placeholder(tf.float32, [None, values.shape[1]])
+loss = cl.center_loss(labels, features, alpha=0.5, num_classes=values.shape[0], training=False)
+with tf.compat.v1.Session() as session:
+    session.run(tf.compat.v1.global_variables_initializer())
+    session.run(cl.get_centers().assign(values))
+    y, x = np.arange(values.shape[0]), np.zeros(values.shape, "float32")
+    print("TF1", json.dumps(session.run(loss, {labels: y, features: x}).tolist()))
+"""
+
+
+def test_a_keras3_table_goes_into_tf1_code(files):
+    pytest.importorskip("tensorflow")
+    out, expected = files
+    result = run_python(TO_TF1, str(out / "wrapped.keras"))
+    line = [row for row in result.stdout.splitlines() if row.startswith("TF1 ")]
+    assert line, result.stdout[-2000:] + result.stderr[-3000:]
+    # Features at 0: each class's loss is 1/2 ||c_j||^2 of the Keras 3 table.
+    np.testing.assert_allclose(json.loads(line[0][4:]), 0.5 * np.sum(expected["wrapped"] ** 2, axis=1),
+                               rtol=1e-6)
