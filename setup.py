@@ -19,7 +19,9 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     packages=find_packages(include=["cl", "cl.*"]),
-    python_requires=">=3.9",
+    # What CI tests (.ci/run, on Python 3.11): 3.9 and 3.10 are not tested.
+    # Newer Pythons are bounded by the TensorFlow wheels that exist for them.
+    python_requires=">=3.11",
     # TensorFlow is not required here, so a user who already has tensorflow,
     # tensorflow-cpu or a GPU build is never made to install a second copy.
     # Pick one with an extra:

@@ -2,7 +2,7 @@
 
 Compares, per step (one session.run, graph mode, B=256 per replica, D=512):
   synced    cl.center_loss inside strategy.run: all-gather, one update from
-            the global batch, scattered into each copy (cl.distribute)
+            the global batch, scattered into each copy (cl.graph.replicas)
   local     each replica gathers and scatters its own copy with its own
             batch, no communication: the wrong rule, the cost floor
 and prints the median ratio synced / local at each C. Usage:
@@ -22,13 +22,14 @@ B, D = 256, 512
 def build(strategy, variant, num_classes):
     import cl
     from cl import formulas
+    from cl.graph import table
 
     def replica_fn():
         labels = tf.random.uniform([B], 0, num_classes, tf.int32)
         features = tf.random.normal([B, D])
         if variant == "synced":
             return cl.center_loss(labels, features, alpha=0.5, num_classes=num_classes)
-        centers = cl.ops.centers_variable(num_classes, D, "local")
+        centers = table.centers_variable(num_classes, D, "local")
         handle = centers.handle
         rows = tf.raw_ops.ResourceGather(resource=handle, indices=labels, dtype=tf.float32)
         ids, deltas = formulas.center_update(labels, features, rows, 0.5)

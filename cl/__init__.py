@@ -3,27 +3,23 @@ and for TF2 and Keras 3 (TensorFlow and JAX backends).
 
 Drop-in for the blog's `cl.py`: the same public names, with the paper's math,
 per-sample losses, reuse in one graph, guarded labels and NaN-safe centers.
-The math is in `cl.formulas`, the graph ops in `cl.ops`, Keras 2 in
-`cl.keras2`, version plumbing in `cl.compat`; TF2 custom loops in
-`cl.tf2`, Keras 3 in `cl.keras3`, reading old checkpoints in `cl.checkpoints`.
+Layers, imports pointing down: `cl.formulas` (the math), `cl.compat`
+(framework internals), `cl.settings` (NUM_CLASSES...), `cl.checkpoints`
+(read_centers, on-disk names); the TF1 graph primitives in `cl.graph`; the
+blog's names in `cl.ops`; the front-ends `cl.keras2`, `cl.distribute`
+(TF1 towers), `cl.tf2` and `cl.keras3`.
 
 Everything but the constants loads on first use, so `import cl` imports no
 TensorFlow: `cl.keras3` runs with Keras 3 on JAX without it installed.
 """
 
 import importlib
+import sys
+import types
 
+from cl import settings
 from cl._version import __version__
-
-# The blog's constants. Read at call time by `loss` and `center_loss`, so
-# `cl.NUM_CLASSES = 10` before compiling takes effect.
-NUM_CLASSES = 240
-ALPHA = 0.6
-LAMBDA = 0.0005
-# What makes a session run apply the center update (see cl.update_ties):
-# "loss", the blog's (running the loss or its gradient), or "gradient"
-# (only a run that computes the gradient: Estimator, hooks, summary runs).
-UPDATE_ON = "loss"
+from cl.graph import sites
 
 # Names that load their module (and TensorFlow) on first use.
 _FORMULAS_NAMES = ("center_update", "per_sample_center_loss")
@@ -37,7 +33,7 @@ _KERAS_NAMES = (
 )
 _KERAS_MODULE = "cl.keras2"
 _SUBMODULES = ("keras3", "tf2", "checkpoints", "formulas", "ops", "compat",
-               "distribute")
+               "distribute", "settings", "graph")
 
 # name -> module it comes from; the one place to edit when a name moves.
 _LAZY = {
@@ -47,6 +43,35 @@ _LAZY = {
     "read_centers": "cl.checkpoints",
     "TowerCenterLoss": "cl.distribute",
 }
+
+
+class _Package(types.ModuleType):
+    """`cl.NUM_CLASSES = 10` (the blog's style) sets `cl.settings`, where the
+    ops read their defaults when a loss is built."""
+
+    def __setattr__(self, name, value):
+        if name in settings.NAMES:
+            setattr(settings, name, value)
+        else:
+            super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def _keras2_compile_site():
+    """The Keras 2 front-end's site for a loss or metric that Keras 2's
+    compile is building, else None. Registered with `cl.graph.sites` here,
+    at the top, so that the graph primitives never import a front-end, and
+    the front-end (with Keras 2) is imported only when Keras 2 is the caller."""
+    from cl import compat
+    found = compat.keras_compile_frame()
+    if found is None:
+        return None
+    return importlib.import_module("cl.keras2.site").CompileSite(*found)
+
+
+sites.register(_keras2_compile_site)
 
 
 def _extend_loaded_keras2():
@@ -60,6 +85,8 @@ def _extend_loaded_keras2():
 
 
 def __getattr__(name):
+    if name in settings.NAMES:
+        return getattr(settings, name)
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     if name in _SUBMODULES:
@@ -68,7 +95,7 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))
+    return sorted(set(globals()) | set(settings.NAMES) | set(_LAZY) | set(_SUBMODULES))
 
 
 __all__ = [

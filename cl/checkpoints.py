@@ -27,12 +27,34 @@ import zipfile
 
 import numpy as np
 
+# The names every writer uses (the graph tables, Keras 2 checkpoints and
+# HDF5 files), so that read_centers finds what they wrote.
+CENTERS_NAME = "centers"
+DEFAULT_SCOPE = "center_loss"
 H5_GROUP = "cl_centers"
-SAVER_DEFAULT = "center_loss/centers"
+SAVER_DEFAULT = f"{DEFAULT_SCOPE}/{CENTERS_NAME}"
 KERAS_ATTRIBUTE = "/.ATTRIBUTES/VARIABLE_VALUE"
 KERAS3_WEIGHTS = "model.weights.h5"
 _KERAS3_LAYER_KEY = re.compile(r"center_loss(_\d+)?$")
 _CHECKPOINT_FILE = re.compile(r"\.(index|data-\d{5}-of-\d{5})$")
+
+
+def tracking_name(index):
+    """Name of a Keras 2 model's index-th table in its checkpoints."""
+    return H5_GROUP if index == 0 else f"{H5_GROUP}_{index}"
+
+
+def read_h5_centers(h5):
+    """The centers arrays in cl's HDF5 group (a path or an open h5py group),
+    in table order; [] if there is none."""
+    import h5py
+    if not isinstance(h5, h5py.Group):
+        with h5py.File(h5, "r") as f:
+            return read_h5_centers(f)
+    if H5_GROUP not in h5:
+        return []
+    group = h5[H5_GROUP]
+    return [np.asarray(group[str(i)]) for i in range(len(group))]
 
 
 def read_centers(path, name=None):

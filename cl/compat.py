@@ -1,5 +1,8 @@
 """TensorFlow and Keras version plumbing, kept apart from the math.
 
+Framework internals only: nothing of cl's own is imported here (the Keras 2
+front-end reads the frames found here; see `cl.keras2.site`).
+
 cl targets legacy Keras 2 in graph mode on two TensorFlow lines:
   * TF 2.15: `tf.keras` is Keras 2 (the `keras` 2.15 package).
   * TF 2.16 to 2.21: `tf.keras` is Keras 3; Keras 2 lives in `tf_keras`.
@@ -147,17 +150,6 @@ def keras_replica_template():
                 return model
         frame = frame.f_back
     return None
-
-
-def keras_compile_site():
-    """The `cl.keras2.site.CompileSite` of the Keras 2 compile building this
-    loss or metric, or None. The one place the graph ops reach Keras: the
-    Keras plumbing is imported only when Keras is the caller."""
-    found = keras_compile_frame()
-    if found is None:
-        return None
-    from cl.keras2 import site
-    return site.CompileSite(*found)
 
 
 def h5_file_being_loaded():

@@ -1,166 +1,13 @@
-"""The center update across replicas, workers and TF1 towers.
+"""TF1 towers: one graph, one tower per device, no tf.distribute, one table.
 
-The paper's rule is defined on one mini-batch. With several devices the
-mini-batch is the concatenation of every replica's batch, so n_j counts class
-j over all of them, and every copy of the table must receive the same deltas.
-
-tf.distribute (MirroredStrategy, both API classes, and
-MultiWorkerMirroredStrategy), in each replica:
-
-  1. read the batch's rows from this replica's own copy of the table (a
-     sparse ResourceGather on the local handle: `tf.gather` of the mirrored
-     variable would first copy the whole [C, D] table);
-  2. all-gather labels, features and weights across replicas (dense
-     [B, D] tensors: O(B*D) bytes per step whatever C is, and collective ops
-     that also work across workers, where merge_call sees only local replicas);
-  3. compute `formulas.center_update` once on the gathered global batch, on
-     the host CPU so that every replica computes the same bits (GPU segment
-     sums add in a run-dependent order);
-  4. scatter those deltas into this replica's own copy, after this replica's
-     reads (each replica reads and writes only its own copy, so the loss
-     always sees the pre-update centers).
-
-TF1 towers without tf.distribute share one plain variable: `TowerCenterLoss`
-lets each tower read it and applies one update for the concatenated batch.
+(Under tf.distribute strategies `cl.center_loss` itself is exact: see
+`cl.graph.replicas`.)
 """
 
 import tensorflow as tf
 
-from cl import formulas, update_ties
-
-# The table keeps one copy per replica, all updated alike by cl; ONLY_FIRST_REPLICA
-# makes any update through the variable's own API (assign in replica context,
-# restore) keep the copies equal instead of summing them.
-TABLE_OPTIONS = dict(aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
-                     synchronization=tf.VariableSynchronization.ON_WRITE)
-
-
-def _supported_strategies():
-    names = [(tf.distribute, "MirroredStrategy"),
-             (tf.distribute, "MultiWorkerMirroredStrategy"),
-             (tf.distribute.experimental, "MultiWorkerMirroredStrategy"),
-             (tf.compat.v1.distribute, "MirroredStrategy"),
-             (tf.compat.v1.distribute.experimental, "MultiWorkerMirroredStrategy")]
-    return tuple(getattr(module, name) for module, name in names if hasattr(module, name))
-
-
-def table_options():
-    """Extra `get_variable` arguments for a new centers table: none without
-    a strategy (the single-device table is unchanged), else the above."""
-    return dict(TABLE_OPTIONS) if tf.distribute.has_strategy() else {}
-
-
-def is_distributed(centers, training):
-    """Whether `center_loss` must take the cross-replica path for `centers`.
-
-    False for plain code (no strategy, plain table) and for a one-replica
-    strategy with a plain table (OneDeviceStrategy). Raises, saying what to
-    do, for every case whose update would silently drift or crash.
-    """
-    mirrored = isinstance(centers, tf.distribute.DistributedValues)
-    if not tf.distribute.has_strategy():
-        if mirrored:
-            raise RuntimeError(
-                f"cl.center_loss: the centers table '{centers.name}' belongs to a "
-                f"tf.distribute strategy but is used outside it; call the loss "
-                f"inside strategy.run (or call_for_each_replica).")
-        return False
-    strategy = tf.distribute.get_strategy()
-    if not mirrored and strategy.num_replicas_in_sync == 1:
-        return False
-    if not isinstance(strategy, _supported_strategies()):
-        raise NotImplementedError(
-            f"cl.center_loss does not support {type(strategy).__name__} "
-            f"({strategy.num_replicas_in_sync} replicas): its replicas' centers "
-            f"would drift apart. Use tf.distribute.MirroredStrategy, "
-            f"MultiWorkerMirroredStrategy, or cl.TowerCenterLoss without a "
-            f"strategy.")
-    if not mirrored:
-        raise ValueError(
-            f"cl.center_loss: the centers table '{centers.name}' is a plain "
-            f"variable shared by {strategy.num_replicas_in_sync} replicas, so "
-            f"each replica would update it separately. Create it inside "
-            f"strategy.scope() (or let center_loss create it inside "
-            f"strategy.run).")
-    if tf.distribute.in_cross_replica_context() and training is not False:
-        raise RuntimeError(
-            f"cl.center_loss was called in the cross-replica context of "
-            f"{type(strategy).__name__} (inside strategy.scope() but outside "
-            f"strategy.run), where no replica's batch is known. Call it inside "
-            f"strategy.run / call_for_each_replica, or pass training=False for "
-            f"a loss that reads the centers without updating them.")
-    return True
-
-
-def _read_rows(handle, labels):
-    """Rows `labels` of the variable behind `handle`, read sparsely."""
-    return tf.raw_ops.ResourceGather(resource=handle, indices=labels,
-                                     dtype=tf.float32)
-
-
-def _host_cpu(device):
-    """The CPU of `device`'s worker (the device itself if it is a CPU)."""
-    spec = tf.DeviceSpec.from_string(device or "")
-    if spec.device_type in (None, "CPU"):
-        return spec.to_string()
-    return spec.replace(device_type="CPU", device_index=0).to_string()
-
-
-def center_loss(centers, labels, features, alpha, training, weights=None,
-                update_on=update_ties.LOSS):
-    """Per-sample loss of this replica, updating every copy from the global batch.
-
-    Called by `cl.center_loss` inside `strategy.run` once `is_distributed`
-    said so, with checked labels and features already in their compute
-    dtype. `training` is None/True (update), False (read only) or a bool
-    tensor; the all-gather runs either way, because collectives inside a
-    `tf.cond` fail, and only this replica's scatter is gated.
-    """
-    if tf.distribute.in_cross_replica_context():
-        # training is False here (checked): any copy holds the same centers.
-        local = tf.distribute.get_strategy().experimental_local_results(centers)[0]
-        handle = local.handle
-    else:
-        handle = centers.handle  # this replica's own copy
-    dtype = features.dtype
-    rows = tf.cast(tf.stop_gradient(_read_rows(handle, labels)), dtype)
-
-    def per_sample(tied_features):
-        return formulas.per_sample_center_loss(tied_features, rows)
-
-    if training is False:
-        return per_sample(features)
-
-    context = tf.distribute.get_replica_context()
-    local_batch = [tf.cast(labels, tf.int64), tf.stop_gradient(features)]
-    if weights is not None:
-        local_batch.append(tf.cast(tf.stop_gradient(weights), dtype))
-    global_batch = context.all_gather(local_batch, axis=0)
-    global_labels, global_features = global_batch[:2]
-    global_weights = global_batch[2] if weights is not None else None
-    global_rows = _read_rows(handle, global_labels)
-
-    def update():
-        with tf.device(_host_cpu(handle.device)):
-            class_ids, deltas = formulas.center_update(
-                global_labels, global_features, tf.cast(global_rows, dtype),
-                alpha, global_weights)
-        # Write this copy only after this replica's reads of it.
-        with tf.control_dependencies([rows, global_rows]):
-            scatter = tf.raw_ops.ResourceScatterSub(
-                resource=handle, indices=class_ids,
-                updates=tf.cast(deltas, tf.float32))
-        with tf.control_dependencies([scatter]):
-            return tf.constant(True)
-
-    if training is None or training is True:
-        updated = update()
-    else:
-        updated = tf.compat.v1.cond(tf.cast(training, tf.bool), update,
-                                    lambda: tf.constant(False))
-    # Every replica's gradient (and, by default, loss) waits for the update,
-    # so each replica runs its all-gather in every training step.
-    return update_ties.tie(per_sample, features, updated, update_on)
+from cl import formulas, ops
+from cl.graph import checks, table
 
 
 class TowerCenterLoss:
@@ -201,16 +48,14 @@ class TowerCenterLoss:
     """
 
     def __init__(self, num_classes, alpha=0.5, name="center_loss", centers=None):
-        from cl import ops
-        self.num_classes = ops.check_num_classes(num_classes)
-        self.alpha = ops.check_alpha(alpha)
+        self.num_classes = formulas.check_num_classes(num_classes)
+        self.alpha = formulas.check_alpha(alpha)
         self.name = name
         self.centers = centers
         self._towers = []
         self._update = None
 
     def __call__(self, labels, features, weights=None):
-        from cl import ops
         if self._update is not None:
             raise RuntimeError(
                 "TowerCenterLoss: a tower was added after update_op() was built; "
@@ -218,9 +63,9 @@ class TowerCenterLoss:
         labels = tf.convert_to_tensor(labels, name="labels")
         features = tf.convert_to_tensor(features, name="features")
         if self.centers is None:
-            dim = ops._check_features(features, "TowerCenterLoss")
-            self.centers = ops.centers_variable(self.num_classes, dim, self.name,
-                                                owner=("towers", id(self)))
+            dim = checks.check_features(features, "TowerCenterLoss")
+            self.centers = table.centers_variable(self.num_classes, dim, self.name,
+                                                  owner=("towers", id(self)))
         loss = ops.center_loss(labels, features, alpha=self.alpha,
                                num_classes=self.num_classes, name=self.name,
                                centers=self.centers, training=False)

@@ -137,6 +137,12 @@ class _TensorFlowMath:
     def isfinite(self, x):
         return self.tf.math.is_finite(x)
 
+    def is_floating(self, x):
+        return x.dtype.is_floating
+
+    def floor(self, x):
+        return self.tf.floor(x)
+
     def all_rows(self, x):
         return self.tf.reduce_all(x, axis=1)
 
@@ -183,6 +189,12 @@ class _JaxMath:
 
     def isfinite(self, x):
         return self.jnp.isfinite(x)
+
+    def is_floating(self, x):
+        return self.jnp.issubdtype(x.dtype, self.jnp.floating)
+
+    def floor(self, x):
+        return self.jnp.floor(x)
 
     def all_rows(self, x):
         return self.jnp.all(x, axis=1)

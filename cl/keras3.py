@@ -20,69 +20,22 @@ labels and weights, and what a layer learns about the Keras step it runs in
 
 import keras
 
-from cl import formulas
-from cl.keras3_backends import StepMemo, keras_step, step_token, table_ops
-
-_BACKENDS = {"tensorflow": formulas.TENSORFLOW, "jax": formulas.JAX}
-
-
-def _math_backend():
-    name = keras.backend.backend()
-    if name not in _BACKENDS:
-        raise NotImplementedError(
-            f"cl.keras3 supports the TensorFlow and JAX backends of Keras 3; "
-            f"KERAS_BACKEND is {name!r}.")
-    return _BACKENDS[name]
+from cl import formulas, rules
+from cl.keras3_backends import (
+    StepMemo,
+    class_ids,
+    keras_step,
+    math_backend,
+    sample_weights,
+    step_token,
+    table_ops,
+)
 
 
 def _check_settings(num_classes, alpha, weight):
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
         raise ValueError(f"weight (lambda) must be a number >= 0; received {weight!r}.")
     return formulas.check_num_classes(num_classes), formulas.check_alpha(alpha), float(weight)
-
-
-def _class_ids(labels, num_classes, what):
-    """`(ids, shown, ok)`, each `[batch]`, from `[batch]`/`[batch, 1]` ids or
-    one-hot `[batch, C]`: int32 ids (0 where not ok), the labels as given
-    for messages (-1 for a one-hot row naming no class), and whether each
-    is a whole number in [0, num_classes). Checked before any int cast, so
-    2.5 is never class 2 and NaN never a class."""
-    labels = keras.ops.convert_to_tensor(labels)
-    shape = tuple(labels.shape)
-    if len(shape) == 2 and shape[1] == num_classes and num_classes > 1:
-        # A row that names no class (all zeros or NaN, an "unlabeled"
-        # marker) shows as -1, refused by the range check, never class 0.
-        rows = keras.ops.cast(labels, "float32")
-        names_a_class = keras.ops.logical_and(
-            keras.ops.any(rows > 0, axis=-1), keras.ops.all(keras.ops.isfinite(rows), axis=-1))
-        labels = keras.ops.where(names_a_class, keras.ops.argmax(rows, axis=-1), -1)
-    elif len(shape) == 2 and shape[1] == 1:
-        labels = keras.ops.reshape(labels, (-1,))
-    elif len(shape) != 1:
-        raise ValueError(
-            f"{what}: labels must be class ids [batch] or [batch, 1], or one-hot "
-            f"[batch, {num_classes}]; received shape {shape}.")
-    ok = keras.ops.logical_and(labels >= 0, labels < num_classes)
-    if keras.backend.is_float_dtype(labels.dtype):
-        ok = keras.ops.logical_and(ok, keras.ops.floor(labels) == labels)  # False for NaN
-    ids = keras.ops.cast(keras.ops.where(ok, labels, keras.ops.zeros_like(labels)), "int32")
-    return ids, labels, ok
-
-
-def _sample_weights(sample_weight, what, source):
-    """float32 `[batch]`, or None."""
-    if sample_weight is None:
-        return None
-    if not hasattr(sample_weight, "shape"):
-        raise ValueError(
-            f"{what}: {source} must be one weight per sample, shape [batch]; received "
-            f"{type(sample_weight).__name__} (per-output weights do not reach the center "
-            f"update: give the weights as the layer's third input).")
-    shape = tuple(sample_weight.shape)
-    if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
-        raise ValueError(f"{what}: {source} must have shape [batch] or [batch, 1]; "
-                         f"received shape {shape}.")
-    return keras.ops.reshape(keras.ops.cast(sample_weight, "float32"), (-1,))
 
 
 @keras.saving.register_keras_serializable(package="cl")
@@ -114,7 +67,7 @@ class CenterLoss(keras.layers.Layer):
     def __init__(self, num_classes, alpha=0.5, weight=0.01, **kwargs):
         super().__init__(**kwargs)
         self.num_classes, self.alpha, self.weight = _check_settings(num_classes, alpha, weight)
-        self._backend = _math_backend()
+        self._backend = math_backend()
         self._last_step = StepMemo()
         self._labelled_node = False
 
@@ -159,12 +112,12 @@ class CenterLoss(keras.layers.Layer):
         embedding, labels, sample_weight = (list(inputs) + [None, None])[:3]
         if labels is None:
             return embedding
-        weights = _sample_weights(sample_weight, self._what, "the third input")
+        weights = sample_weights(sample_weight, self._what, "the third input")
         # fit's sample_weight / class_weight: Keras hands them to the model's
         # step only; they weight this term and its update as they weight the
         # compiled loss (CenterLossModel gets them from compute_loss).
         model, fit_weights = keras_step()
-        fit_weights = _sample_weights(fit_weights, self._what, "fit's sample_weight")
+        fit_weights = sample_weights(fit_weights, self._what, "fit's sample_weight")
         if fit_weights is not None:
             weights = fit_weights if weights is None else weights * fit_weights
         loss, embedding, check = self._term(labels, embedding, weights, training)
@@ -181,16 +134,16 @@ class CenterLoss(keras.layers.Layer):
         """`weight * mean center loss` from the pre-update centers; updates
         the centers if `training` is true and the layer is trainable. What
         `call` and `CenterLossModel` use; the layer must be built."""
-        weights = _sample_weights(sample_weight, self._what, "sample_weight")
+        weights = sample_weights(sample_weight, self._what, "sample_weight")
         return self._term(labels, embedding, weights, training)[0]
 
     def _checked(self, labels, weights):
         """`(ids, ok, check)`: class ids, whether each sample's label and
         weight are valid, and the check (raises now where the backend can,
         else an assert op on TensorFlow graphs, else None)."""
-        ids, shown, ok = _class_ids(labels, self.num_classes, self._what)
+        ids, shown, ok = class_ids(labels, self.num_classes, self._what)
         if weights is not None:
-            ok = keras.ops.logical_and(ok, weights >= 0)  # False for NaN
+            ok = keras.ops.logical_and(ok, rules.valid_weights(weights, self._backend))
         check = table_ops(self._backend).check(ok, shown, weights, self.num_classes, self._what)
         return ids, ok, check
 
@@ -296,7 +249,7 @@ class CenterLossModel(keras.Model):
             if not self.built:  # Keras on TensorFlow builds in the first step
                 self.build(keras.tree.map_structure(lambda t: tuple(t.shape), x))
             layer = self.center_loss
-            check = layer._checked(y, _sample_weights(sample_weight, layer._what,
+            check = layer._checked(y, sample_weights(sample_weight, layer._what,
                                                       "sample_weight"))[2]
             table_ops(layer._backend).hold(check, [
                 v for v in self.variables + self.optimizer.variables + self.metrics_variables

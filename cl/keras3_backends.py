@@ -24,7 +24,61 @@ import numpy as np
 from keras.src.backend.common import global_state
 from keras.src.backend.common.stateless_scope import get_stateless_scope
 
-from cl import formulas
+from cl import formulas, rules
+
+_BACKENDS = {"tensorflow": formulas.TENSORFLOW, "jax": formulas.JAX}
+
+
+def math_backend():
+    """cl.formulas' backend for the running Keras 3 backend."""
+    name = keras.backend.backend()
+    if name not in _BACKENDS:
+        raise NotImplementedError(
+            f"cl.keras3 supports the TensorFlow and JAX backends of Keras 3; "
+            f"KERAS_BACKEND is {name!r}.")
+    return _BACKENDS[name]
+
+
+def class_ids(labels, num_classes, what):
+    """`(ids, shown, ok)`, each `[batch]`, from `[batch]`/`[batch, 1]` ids or
+    one-hot `[batch, C]`: int32 ids (0 where not ok), the labels as given
+    for messages (-1 for a one-hot row naming no class), and whether each
+    is a whole number in [0, num_classes). Checked before any int cast, so
+    2.5 is never class 2 and NaN never a class."""
+    labels = keras.ops.convert_to_tensor(labels)
+    shape = tuple(labels.shape)
+    if len(shape) == 2 and shape[1] == num_classes and num_classes > 1:
+        # A row that names no class (all zeros or NaN, an "unlabeled"
+        # marker) shows as -1, refused by the range check, never class 0.
+        rows = keras.ops.cast(labels, "float32")
+        names_a_class = keras.ops.logical_and(
+            keras.ops.any(rows > 0, axis=-1), keras.ops.all(keras.ops.isfinite(rows), axis=-1))
+        labels = keras.ops.where(names_a_class, keras.ops.argmax(rows, axis=-1), -1)
+    elif len(shape) == 2 and shape[1] == 1:
+        labels = keras.ops.reshape(labels, (-1,))
+    elif len(shape) != 1:
+        raise ValueError(
+            f"{what}: labels must be class ids [batch] or [batch, 1], or one-hot "
+            f"[batch, {num_classes}]; received shape {shape}.")
+    ok = rules.valid_class_ids(labels, num_classes, math_backend())  # False for NaN, 2.5
+    ids = keras.ops.cast(keras.ops.where(ok, labels, keras.ops.zeros_like(labels)), "int32")
+    return ids, labels, ok
+
+
+def sample_weights(sample_weight, what, source):
+    """float32 `[batch]`, or None."""
+    if sample_weight is None:
+        return None
+    if not hasattr(sample_weight, "shape"):
+        raise ValueError(
+            f"{what}: {source} must be one weight per sample, shape [batch]; received "
+            f"{type(sample_weight).__name__} (per-output weights do not reach the center "
+            f"update: give the weights as the layer's third input).")
+    shape = tuple(sample_weight.shape)
+    if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
+        raise ValueError(f"{what}: {source} must have shape [batch] or [batch, 1]; "
+                         f"received shape {shape}.")
+    return keras.ops.reshape(keras.ops.cast(sample_weight, "float32"), (-1,))
 
 
 def invalid_message(shown, weights, num_classes):
@@ -33,6 +87,7 @@ def invalid_message(shown, weights, num_classes):
     `shown` are the labels as given (a float label keeps its value, NaN
     too), -1 for a one-hot row that names no class.
     """
+    # The rules of cl.rules, on the numpy values the host sees.
     shown = np.asarray(shown).reshape(-1)
     whole = np.isfinite(shown) & (np.floor(shown) == shown)
     problems = []
@@ -41,19 +96,19 @@ def invalid_message(shown, weights, num_classes):
         hint = (" (-1: a one-hot row that names no class, all zeros or NaN; drop "
                 "such samples)" if (shown[out] == -1).any() else "")
         problems.append(
-            f"labels must be class ids in [0, num_classes={num_classes}); received "
-            f"out-of-range label(s) {shown[out][:20].tolist()} at batch position(s) "
+            f"{rules.class_id_range(num_classes)}; received out-of-range label(s) "
+            f"{shown[out][:20].tolist()} at batch position(s) "
             f"{np.flatnonzero(out)[:20].tolist()}{hint}")
     if not whole.all():
         problems.append(
-            f"labels must be whole numbers; received label(s) {shown[~whole][:20].tolist()} "
+            f"{rules.WHOLE_NUMBERS}; received label(s) {shown[~whole][:20].tolist()} "
             f"at batch position(s) {np.flatnonzero(~whole)[:20].tolist()}")
     if weights is not None:
         weights = np.asarray(weights).reshape(-1)
-        bad = ~(weights >= 0)  # NaN too
+        bad = ~(np.isfinite(weights) & (weights >= 0))
         if bad.any():
             problems.append(
-                f"sample weights must be numbers >= 0; received {weights[bad][:20].tolist()} "
+                f"{rules.WEIGHTS}; received {weights[bad][:20].tolist()} "
                 f"at batch position(s) {np.flatnonzero(bad)[:20].tolist()}")
     return "; ".join(problems) or None
 
@@ -122,7 +177,8 @@ class _TensorFlowTable:
                 f"{what}: tf.distribute strategies are not supported yet (received "
                 f"{type(tf.distribute.get_strategy()).__name__}): each replica would "
                 f"update its own copy of the centers from its part of the batch. Train "
-                f"on one device, or use cl.distribute in graph mode. Nothing was changed.")
+                f"on one device, or use the graph API (cl.center_loss) under the strategy. "
+                f"Nothing was changed.")
 
 
 class _JaxTable:

@@ -23,7 +23,8 @@ a sample's loss reads NaN and it is left out of the update instead.
 
 import tensorflow as tf
 
-from cl import formulas
+from cl import formulas, rules
+from cl.graph import checks
 
 
 def _refuse_strategy(what):
@@ -87,16 +88,16 @@ class CenterLoss(tf.Module):
         what = f"{self.name}"
         _refuse_strategy(f"{what}: called under a strategy")
         features, labels = self._checked_inputs(labels, features, what)
-        compute_dtype = tf.float64 if features.dtype == tf.float64 else tf.float32
+        compute_dtype = checks.compute_dtype(features.dtype)
         features = tf.cast(features, compute_dtype)
-        valid, checks = self._label_checks(labels, features, what)
+        valid, assertions = self._label_checks(labels, features, what)
         weights = None
         if sample_weight is not None:
             weights, valid_weights, weight_checks = _checked_weights(
                 sample_weight, labels, compute_dtype, what)
             valid = tf.logical_and(valid, valid_weights)
-            checks += weight_checks
-        with tf.control_dependencies(checks):
+            assertions += weight_checks
+        with tf.control_dependencies(assertions):
             labels = tf.identity(labels)
         # Where the checks cannot raise (XLA), a bad sample reads row 0 and has
         # weight 0, so it never moves a center; its loss reads NaN below.
@@ -143,8 +144,8 @@ class CenterLoss(tf.Module):
         if None not in (labels.shape[0], features.shape[0]) and \
                 labels.shape[0] != features.shape[0]:
             raise ValueError(
-                f"{what}: labels and features must have the same batch size; received "
-                f"labels of shape {labels.shape} and features of shape {features.shape}.")
+                f"{what}: {rules.SAME_BATCH}; received labels of shape {labels.shape} "
+                f"and features of shape {features.shape}.")
         if labels.dtype not in (tf.int32, tf.int64):
             labels = tf.cast(labels, tf.int64)  # gather and unique take only these two
         return features, labels
@@ -154,16 +155,9 @@ class CenterLoss(tf.Module):
         batch_labels, batch_features = tf.shape(labels)[0], tf.shape(features)[0]
         same_batch = tf.debugging.Assert(
             tf.equal(batch_labels, batch_features),
-            [f"{what}: labels and features must have the same batch size; received "
-             "labels of batch size", batch_labels, "and features of batch size",
-             batch_features])
-        valid = tf.logical_and(labels >= 0, labels < self.num_classes)
-        bad = tf.logical_not(valid)
-        in_range = tf.debugging.Assert(
-            tf.reduce_all(valid),
-            [f"{what}: labels must be class ids in [0, num_classes={self.num_classes});"
-             " received out-of-range label(s):", tf.boolean_mask(labels, bad),
-             "at batch position(s):", tf.where(bad)[:, 0]], summarize=20)
+            [f"{what}: {rules.SAME_BATCH}; received labels of batch size", batch_labels,
+             "and features of batch size", batch_features])
+        valid, in_range = checks.class_id_checks(labels, self.num_classes, what)
         return valid, [same_batch, in_range]
 
 
@@ -185,11 +179,5 @@ def _checked_weights(sample_weight, labels, dtype, what):
          size, "weights for a batch of", tf.size(labels)])
     with tf.control_dependencies([same_size]):
         weights = tf.identity(weights)  # (a reshape to the same shape drops the dependency)
-    valid = tf.logical_and(tf.math.is_finite(weights), weights >= 0)
-    bad = tf.logical_not(valid)
-    valid_values = tf.debugging.Assert(
-        tf.reduce_all(valid),
-        [f"{what}: sample weights must be finite and >= 0 (0 leaves a sample out "
-         "of the update); received:", tf.boolean_mask(weights, bad),
-         "at batch position(s):", tf.where(bad)[:, 0]], summarize=20)
+    valid, valid_values = checks.weight_checks(weights, what)
     return weights, valid, [same_size, valid_values]

@@ -1,7 +1,9 @@
 """Keras 2 (tf_keras, or tf.keras on TF 2.15) in graph mode, one concern per
-module: `losses`, `metrics`, `compiling` (compile_model), `site` (the
-model's tables during compile), `saving` (centers on every state route).
-The math stays in `cl.formulas`, the graph ops in `cl.ops`.
+module, each importing only those before it: `state` (the tables and
+settings a model carries) -> `site` (a compile building a cl loss or
+metric) -> `losses`, `metrics` -> `saving` (centers on every state route)
+-> `compiling` (compile_model). The math stays in `cl.formulas`, the graph
+ops in `cl.ops` and `cl.graph`.
 """
 
 from cl.keras2 import saving
@@ -9,7 +11,7 @@ from cl.keras2.compiling import compile_model, initialize
 from cl.keras2.losses import CenterLoss, SoftmaxCenterLoss, SparseSoftmaxLoss
 from cl.keras2.metrics import accuracy, center_metrics
 from cl.keras2.saving import custom_objects, load_centers, load_model, save_centers, save_model
-from cl.keras2.site import centers_of
+from cl.keras2.state import centers_of
 
 # Centers follow get/set_weights and HDF5 files from the moment cl's Keras
 # support is imported, so a weights file loaded before compile is not lost.

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from cl import compat, ops
 from cl.keras2 import metrics, saving
-from cl.keras2.site import centers_of
+from cl.keras2.state import centers_of
 
 keras = compat.keras_module()
 

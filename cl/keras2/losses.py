@@ -4,7 +4,10 @@ import weakref
 
 import tensorflow as tf
 
-from cl import compat, ops
+from cl import compat, formulas, ops
+from cl.graph import checks
+from cl.graph import table as graph_table
+from cl.keras2 import site as compile_site
 
 keras = compat.keras_module()
 
@@ -14,8 +17,8 @@ class _CentersOwner(keras.losses.Loss):
 
     def __init__(self, num_classes, alpha, name, **kwargs):
         super().__init__(name=name, **kwargs)
-        self.num_classes = ops.check_num_classes(num_classes)
-        self.alpha = ops.check_alpha(alpha)
+        self.num_classes = formulas.check_num_classes(num_classes)
+        self.alpha = formulas.check_alpha(alpha)
         # Per graph: the table this loss last used (a model's, under Keras
         # compile; its own otherwise).
         self._tables = weakref.WeakKeyDictionary()
@@ -39,11 +42,11 @@ class _CentersOwner(keras.losses.Loss):
             raise ValueError(
                 f"{self.name}: the feature dimension must be known; received "
                 f"shape {features.shape}.")
-        site = compat.keras_compile_site()
+        site = compile_site.current()
         if site is not None:
             table = site.table(self.num_classes, dim, self.name)
         else:
-            table = ops.centers_variable(self.num_classes, dim, scope=self.name,
+            table = graph_table.centers_variable(self.num_classes, dim, scope=self.name,
                                          owner=(type(self).__name__, self._owner_token))
         self._tables[graph] = table
         return table
@@ -60,7 +63,7 @@ class _CentersOwner(keras.losses.Loss):
 
 
 def _sample_weight():
-    site = compat.keras_compile_site()
+    site = compile_site.current()
     return None if site is None else site.sample_weight
 
 
@@ -100,7 +103,7 @@ class CenterLoss(_CentersOwner):
         y_pred = tf.convert_to_tensor(y_pred)
         sample_weight = _sample_weight()
         return ops.center_loss(
-            ops.class_ids(y_true, self.num_classes, self.name, sample_weight), y_pred,
+            checks.class_ids(y_true, self.num_classes, self.name, sample_weight), y_pred,
             alpha=self.alpha, num_classes=self.num_classes, name=self.name,
             centers=self.table(y_pred), sample_weight=sample_weight)
 
@@ -159,5 +162,5 @@ class SparseSoftmaxLoss(keras.losses.Loss):
         if width is None:
             raise ValueError(f"{self.name}: the logits' width (number of classes) "
                              f"must be known; received shape {logits.shape}.")
-        targets, _ = ops.softmax_targets(y_true, width, self.name, _sample_weight())
+        targets, _ = checks.softmax_targets(y_true, width, self.name, _sample_weight())
         return ops.softmax_loss(targets, logits)

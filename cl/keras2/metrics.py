@@ -2,7 +2,10 @@
 
 import tensorflow as tf
 
-from cl import compat, ops
+from cl import formulas, ops, settings
+from cl.graph import checks
+from cl.graph import table as graph_table
+from cl.keras2 import site as compile_site
 
 
 @tf.autograph.experimental.do_not_convert
@@ -14,7 +17,7 @@ def accuracy(y_true, y_pred):
     `cl.compile_model` replaces 'accuracy'/'acc' with this.
     """
     logits = tf.convert_to_tensor(y_pred)
-    labels = ops.class_ids(y_true, tf.compat.dimension_value(logits.shape[-1]), "cl.accuracy",
+    labels = checks.class_ids(y_true, tf.compat.dimension_value(logits.shape[-1]), "cl.accuracy",
                            unlabeled_rows="argmax")
     return tf.cast(tf.equal(labels, tf.argmax(logits, axis=-1)), tf.float32)
 
@@ -26,8 +29,8 @@ def _table_settings(loss, site):
     owner = site.output_loss if site is not None else None
     if owner is ops.loss or owner is None:
         # The blog's cl.loss (or no model): cl.NUM_CLASSES, default table.
-        classes = ops.check_num_classes(ops._package_default(None, "NUM_CLASSES"))
-        return classes, ops.DEFAULT_SCOPE
+        classes = formulas.check_num_classes(settings.NUM_CLASSES)
+        return classes, graph_table.DEFAULT_SCOPE
     if hasattr(owner, "num_classes") and hasattr(owner, "alpha"):
         return owner.num_classes, owner.name  # a cl loss class, e.g. loaded
     raise ValueError(
@@ -60,7 +63,7 @@ def center_metrics(loss=None):
                 f"their read of the centers would race the replicas' update. "
                 f"Compile without them, or evaluate them on a model compiled "
                 f"outside the strategy.")
-        site = compat.keras_compile_site()
+        site = compile_site.current()
         classes, name = _table_settings(loss, site)
         dim = tf.compat.dimension_value(y_pred.shape[-1])
         if site is not None:
@@ -68,8 +71,8 @@ def center_metrics(loss=None):
         elif loss is not None:
             table = loss.table(y_pred)
         else:
-            table = ops.centers_variable(classes, dim)
-        labels = ops.class_ids(y_true, classes, "center metrics", unlabeled_rows="argmax")
+            table = graph_table.centers_variable(classes, dim)
+        labels = checks.class_ids(y_true, classes, "center metrics", unlabeled_rows="argmax")
         features = tf.cast(y_pred, tf.float32)
         centers_batch = tf.gather(table, labels)
         if site is not None:

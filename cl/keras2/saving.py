@@ -18,28 +18,15 @@ import warnings
 import numpy as np
 
 from cl import compat
-from cl.keras2.site import PENDING_ATTR, centers_of, remember_user_learning_phase
+from cl.checkpoints import H5_GROUP, read_h5_centers
+from cl.keras2.state import PENDING_ATTR, centers_of, remember_user_learning_phase
 
-H5_GROUP = "cl_centers"
 _H5_FORMATS = ("h5", "hdf5", "keras")
 _H5_SUFFIXES = (".h5", ".hdf5", ".keras")
 
 
 def _session(model):
     return compat.keras_backend(model).get_session()
-
-
-def read_h5_centers(h5):
-    """The centers arrays stored in an HDF5 file (path or open h5py.File),
-    in table order; [] if it holds none."""
-    import h5py
-    if not isinstance(h5, h5py.Group):
-        with h5py.File(h5, "r") as f:
-            return read_h5_centers(f)
-    if H5_GROUP not in h5:
-        return []
-    group = h5[H5_GROUP]
-    return [np.asarray(group[str(i)]) for i in range(len(group))]
 
 
 def save_centers(model, filepath):
@@ -108,6 +95,8 @@ def _arguments(method, args, kwargs):
 
 def _extend(cls):
     """Wraps the state-moving methods of `cls` once."""
+    # Long, on purpose: five small wrappers that share `originals` and are
+    # installed together; apart, each would need the originals passed in.
     originals = {name: getattr(cls, name) for name in
                  ("get_weights", "set_weights", "save_weights", "load_weights", "save")}
 

@@ -1,75 +1,38 @@
 """Where Keras 2's graph-mode compile meets the graph ops.
 
 When Keras compiles a model whose loss or metric is a cl one, `cl.ops`
-asks `cl.compat.keras_compile_site()` for a `CompileSite`: the model being
-compiled, the output's sample weights and Keras's learning phase. The site
-gives the model its own centers tables (kept on the model itself, by loss
-name, so a recompile keeps the trained centers and a new model never
-inherits a freed one's), makes them model state (checkpoints, get/set
-weights: see `cl.keras2.saving`), and builds one update per table per
-training step, even when one loss serves several outputs.
+asks `cl.graph.sites` for the site of that compile (`cl/__init__` registers
+the finder that builds a `CompileSite` here): the model being compiled, the
+output's sample weights and Keras's learning phase. The site gives the
+model its own centers tables (`cl.keras2.state`), makes them model state
+(checkpoints, get/set weights: see `cl.keras2.saving`), and builds one
+update per table per training step, even when one loss serves several
+outputs.
 """
 
-import collections
-import functools
 import warnings
 
 import numpy as np
 import tensorflow as tf
 
-from cl import compat, ops
-
-TABLES_ATTR = "_cl_tables"  # OrderedDict: loss name -> centers variable
-PENDING_ATTR = "_cl_pending_centers"  # values loaded before the tables existed
-STEP_ATTR = "_cl_step"  # the compile pass's per-table update records
-READS_ATTR = "_cl_metric_reads"  # (table, target, read) of cl metrics
-ADOPTED_ATTR = "_cl_adopted"
-TEMPLATE_ATTR = "_cl_replica_template"  # a per-replica clone -> the user model
-
-
-# The learning phase set with K.set_learning_phase() when the running fit or
-# evaluate began (0 or 1), else None; see remember_user_learning_phase. Not
-# thread-local: MirroredStrategy builds each replica's clone in a thread of
-# its own.
-_USER_PHASE = {"value": None}
+from cl import checkpoints, compat
+from cl.graph import table as graph_table
+from cl.keras2.state import (
+    ADOPTED_ATTR,
+    PENDING_ATTR,
+    READS_ATTR,
+    STEP_ATTR,
+    TEMPLATE_ATTR,
+    tables_of,
+    user_learning_phase,
+)
 
 
-def user_learning_phase():
-    return _USER_PHASE["value"]
-
-
-def remember_user_learning_phase(method):
-    """Wraps Model.fit / evaluate. Under a tf.distribute strategy Keras 2
-    builds the replicas' clones inside its own learning-phase scope (1 in
-    fit, 0 in evaluate), which hides a global K.set_learning_phase(0) that
-    stops the update everywhere else; remember the user's value first."""
-
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        phase = compat.keras_backend(self).learning_phase()
-        previous = user_learning_phase()
-        _USER_PHASE["value"] = phase if isinstance(phase, int) else None
-        try:
-            return method(self, *args, **kwargs)
-        finally:
-            _USER_PHASE["value"] = previous
-
-    return wrapper
-
-
-def tables_of(model):
-    """The model's OrderedDict of loss name -> centers variable."""
-    return model.__dict__.setdefault(TABLES_ATTR, collections.OrderedDict())
-
-
-def centers_of(model):
-    """The centers variables of `model`'s cl losses, in creation order."""
-    return list(model.__dict__.get(TABLES_ATTR, {}).values())
-
-
-def tracking_name(index):
-    """Name of the index-th table in the model's checkpoints (and .h5 files)."""
-    return "cl_centers" if index == 0 else f"cl_centers_{index}"
+def current():
+    """The `CompileSite` of the Keras 2 compile building this loss or
+    metric, or None."""
+    found = compat.keras_compile_frame()
+    return None if found is None else CompileSite(*found)
 
 
 class CompileSite:
@@ -129,7 +92,7 @@ class CompileSite:
         table = tables.get(scope)
         if table is not None and tuple(table.shape.as_list()) == (num_classes, dim):
             return table
-        new = ops.new_table(num_classes, dim, scope)
+        new = graph_table.new_table(num_classes, dim, scope)
         if table is not None:
             warnings.warn(
                 f"cl: this model's centers table for '{scope}' has shape "
@@ -156,20 +119,17 @@ class CompileSite:
         # A checkpoint dependency, not a layer weight: TF-format save_weights,
         # ModelCheckpoint and tf.train.Checkpoint carry it, and HDF5 loading
         # of the layers (order-based) is unaffected before compile.
-        self.owner._track_trackable(table, name=tracking_name(index), overwrite=True)
+        self.owner._track_trackable(table, name=checkpoints.tracking_name(index), overwrite=True)
         # Keras initialises the variables it tracks, if still uninitialised,
         # the next time it takes its session: loaded weights are never wiped.
         self.backend.track_variable(table)
-        from cl.keras2 import saving
-        saving.install()
         self._restore_pending(index, table)
 
     def _restore_pending(self, index, table):
         pending = self.owner.__dict__.get(PENDING_ATTR) or {}
         h5 = compat.h5_file_being_loaded()
         if h5 is not None:
-            from cl.keras2 import saving
-            pending = dict(enumerate(saving.read_h5_centers(h5)))
+            pending = dict(enumerate(checkpoints.read_h5_centers(h5)))
         value = pending.pop(index, None)
         if value is None:
             return
@@ -240,7 +200,7 @@ class CompileSite:
         record["batches"].append((labels, features, centers_batch, weights))
         joint = [tf.concat(parts, axis=0) for parts in zip(*record["batches"])]
         with tf.control_dependencies(self._reads_of(table)):
-            updated = ops._apply_update(table, joint[0], joint[1], joint[2], alpha,
+            updated = graph_table.apply_update(table, joint[0], joint[1], joint[2], alpha,
                                         training, joint[3])
         if record["hook"] is None:
             with tf.control_dependencies([updated]):

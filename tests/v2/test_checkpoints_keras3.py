@@ -29,7 +29,7 @@ def files(tmp_path_factory):
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(32, 4)).astype("float32"), rng.integers(0, C, 32).astype("int32")
     image, labels = keras.Input((4,)), keras.Input((), dtype="int32")
-    first = cl.keras3.CenterLoss(C)
+    first = cl.keras3.CenterLoss(C, name="center_loss")  # named: Keras numbers unnamed layers per process
     second = cl.keras3.CenterLoss(C, name="second")
     hidden = first([keras.layers.Dense(3)(image), labels])
     hidden = second([keras.layers.Dense(2)(hidden), labels])

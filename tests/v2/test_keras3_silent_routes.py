@@ -281,7 +281,7 @@ class TestItem4NegativeOrNanWeights:
         x, y = data(rng)
         w = np.ones(B, "float32")
         w[2], w[5] = -1.0, np.nan
-        with pytest.raises(ValueError, match=r"sample weights must be numbers >= 0; received "
+        with pytest.raises(ValueError, match=r"sample weights must be finite and >= 0.*; received "
                                              r"\[-1\.0, nan\] at batch position\(s\) \[2, 5\]"):
             layer([keras.ops.convert_to_tensor(t) for t in (x, y, w)], training=True)
         assert not np.any(centers_of(layer))

@@ -1,0 +1,46 @@
+"""The rules every front-end applies to labels and sample weights, in one place.
+
+A label is a class id: a whole number in `[0, num_classes)` (a float label
+such as 2.5 or NaN is never truncated into a class). A sample weight is
+finite and >= 0 (0 leaves a sample out). Features are float `[batch, dim]`,
+computed in float32 (float64 stays float64; 16-bit is widened).
+
+Each front-end enforces these the way its backend allows: the graph API
+and `cl.tf2` with run-time asserts that every read and write of the table
+waits for (`cl.graph.checks`), `cl.keras3` by raising, or, inside a
+compiled step that cannot raise, by masking the bad samples (a NaN loss,
+left out of the update). Their messages are built from the texts here.
+Backend-agnostic like `cl.formulas` (TensorFlow by default, or JAX).
+"""
+
+from cl import formulas
+
+WHOLE_NUMBERS = "class ids must be whole numbers"
+WEIGHTS = "sample weights must be finite and >= 0 (use 0 to mask a sample)"
+SAME_BATCH = "labels and features must have the same batch size"
+
+
+def class_id_range(num_classes):
+    """The range rule's text, naming num_classes."""
+    return f"labels must be class ids in [0, num_classes={num_classes})"
+
+
+def compute_dtype_name(dtype_name):
+    """The dtype the math runs in for features of `dtype_name`."""
+    return "float64" if dtype_name == "float64" else "float32"
+
+
+def valid_class_ids(labels, num_classes, backend=formulas.TENSORFLOW):
+    """Bool `[batch]`: which labels are whole numbers in `[0, num_classes)`
+    (False for NaN). Integer labels skip the whole-number test."""
+    m = formulas.math_of(backend)
+    in_range = m.logical_and(labels >= 0, labels < num_classes)
+    if not m.is_floating(labels):
+        return in_range
+    return m.logical_and(in_range, m.floor(labels) == labels)
+
+
+def valid_weights(weights, backend=formulas.TENSORFLOW):
+    """Bool `[batch]`: which sample weights are finite and >= 0."""
+    m = formulas.math_of(backend)
+    return m.logical_and(m.isfinite(weights), weights >= 0)

@@ -1,0 +1,66 @@
+"""cl.formulas directly on eager TensorFlow and on JAX (each where it is
+installed), against tests/reference.py: the cases of
+tests/formula_cases.py, which tests/graph/test_formulas.py runs as graph ops.
+"""
+
+import importlib.util
+
+import formula_cases as cases
+import numpy as np
+import pytest
+
+from cl import formulas
+
+BACKENDS = [backend for backend in (formulas.TENSORFLOW, formulas.JAX)
+            if importlib.util.find_spec(backend) is not None]
+if not BACKENDS:
+    pytest.skip("neither TensorFlow nor JAX is installed", allow_module_level=True)
+
+
+def to_tensor(backend, value):
+    if value is None:
+        return None
+    if backend == formulas.JAX:
+        import jax.numpy as jnp
+        return jnp.asarray(value)
+    import tensorflow as tf
+    return tf.constant(value)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
+
+
+@pytest.mark.parametrize("name", sorted(cases.CASES))
+def test_per_sample_center_loss(backend, name):
+    labels, features, _ = cases.CASES[name]
+    table = cases.centers()
+    loss = formulas.per_sample_center_loss(to_tensor(backend, features), to_tensor(backend, table[labels]),
+                                           backend=backend)
+    cases.check_loss(np.asarray(loss), labels, features, table)
+
+
+@pytest.mark.parametrize("alpha", [cases.ALPHA, 1.0])
+@pytest.mark.parametrize("name", sorted(cases.CASES))
+def test_center_update(backend, name, alpha):
+    labels, features, weights = cases.CASES[name]
+    table = cases.centers()
+    class_ids, deltas = formulas.center_update(
+        to_tensor(backend, labels), to_tensor(backend, features), to_tensor(backend, table[labels]),
+        alpha, to_tensor(backend, weights), backend=backend)
+    cases.check_update(np.asarray(class_ids), np.asarray(deltas), labels, features, table, alpha,
+                       weights, padded=backend == formulas.JAX)
+
+
+@pytest.mark.parametrize("name", ["duplicates", "class_all_weights_zero", "nan_and_weight_zero"])
+def test_center_update_under_jax_jit(name):
+    """Static shapes: the JAX update compiles, padding included."""
+    jax = pytest.importorskip("jax")
+    labels, features, weights = cases.CASES[name]
+    weights = np.ones(len(labels), np.float32) if weights is None else weights
+    table = cases.centers()
+    update = jax.jit(lambda y, x, c, w: formulas.center_update(y, x, c, cases.ALPHA, w, backend=formulas.JAX))
+    class_ids, deltas = update(labels, features, table[labels], weights)
+    cases.check_update(np.asarray(class_ids), np.asarray(deltas), labels, features, table, cases.ALPHA,
+                       weights, padded=True)

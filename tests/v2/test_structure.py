@@ -1,0 +1,120 @@
+"""The package's shape: layers that import downward only, small modules,
+no module reaching into another's private names; the blog's settings and
+the compile-site registry. Reads the source only (no framework needed)."""
+
+import ast
+import pathlib
+import re
+
+import pytest
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "cl"
+
+# Each module's floor: a module may import only modules on lower floors.
+FLOORS = {
+    "cl._version": 0, "cl.formulas": 0, "cl.compat": 0, "cl.settings": 0, "cl.checkpoints": 0,
+    "cl.rules": 1,
+    "cl.graph": 2, "cl.graph.sites": 2, "cl.graph.ties": 2, "cl.graph.checks": 2,
+    "cl.graph.replicas": 3,
+    "cl.graph.table": 4,
+    "cl.ops": 5, "cl.keras3_backends": 5,
+    "cl.tf2": 6, "cl.keras3": 6, "cl.distribute": 6,
+    "cl.keras2.state": 7,
+    "cl.keras2.site": 8,
+    "cl.keras2.losses": 9, "cl.keras2.metrics": 9,
+    "cl.keras2.saving": 10,
+    "cl.keras2.compiling": 11,
+    "cl.keras2": 12,
+    "cl": 13, "cl.__main__": 14, "cl.demo": 14,
+}
+
+
+def module_name(path):
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def modules():
+    return {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imports_of(path):
+    """Every cl module `path` imports, at the top or inside a function
+    (`import_module("cl.x")` strings too)."""
+    known = modules()
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            for alias in node.names:
+                submodule = f"{node.module}.{alias.name}"
+                found.add(submodule if submodule in known else node.module)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                and re.fullmatch(r"cl(\.\w+)+", node.value) and node.value in known:
+            found.add(node.value)
+    return {name for name in found if name == "cl" or name.startswith("cl.")}
+
+
+def test_every_module_has_a_floor():
+    assert sorted(modules()) == sorted(FLOORS)
+
+
+@pytest.mark.parametrize("name", sorted(FLOORS))
+def test_imports_point_down(name):
+    upward = {target: FLOORS[target] for target in imports_of(modules()[name])
+              if target != name and FLOORS[target] >= FLOORS[name]}
+    assert not upward, f"{name} (floor {FLOORS[name]}) imports from its floor or above: {upward}"
+
+
+@pytest.mark.parametrize("name", sorted(FLOORS))
+def test_modules_stay_small_and_private_names_stay_home(name):
+    source = modules()[name].read_text()
+    assert len(source.splitlines()) <= 300, f"{name} has {len(source.splitlines())} lines"
+    aliases = {alias.asname or alias.name.split(".")[-1]
+               for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom)
+               and node.module and node.module.startswith("cl") for alias in node.names}
+    reached = [f"{alias}.{attribute}" for alias, attribute in
+               re.findall(r"\b(\w+)\.(_[a-z]\w*)", source) if alias in aliases]
+    assert not reached, f"{name} uses other cl modules' private names: {reached}"
+
+
+def test_blog_settings_forward_to_cl_settings():
+    import cl
+    from cl import settings
+    before = cl.NUM_CLASSES
+    try:
+        cl.NUM_CLASSES = 17
+        assert settings.NUM_CLASSES == 17 and cl.NUM_CLASSES == 17
+        assert settings.value_or_default(None, "NUM_CLASSES") == 17
+        assert settings.value_or_default(3, "NUM_CLASSES") == 3
+    finally:
+        cl.NUM_CLASSES = before
+    assert settings.NUM_CLASSES == before
+    assert "NUM_CLASSES" not in vars(cl)  # one value, kept in cl.settings
+
+
+def test_site_registry_asks_finders_in_order():
+    from cl.graph import sites
+    calls = []
+
+    def nothing():
+        calls.append("nothing")
+
+    def found():
+        calls.append("found")
+        return "site"
+
+    saved = list(sites._FINDERS)
+    try:
+        sites._FINDERS[:] = []
+        sites.register(nothing)
+        sites.register(found)
+        sites.register(nothing)  # once only
+        assert sites.current() == "site" and calls == ["nothing", "found"]
+        sites._FINDERS[:] = [nothing]
+        assert sites.current() is None
+    finally:
+        sites._FINDERS[:] = saved
