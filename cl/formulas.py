@@ -146,6 +146,9 @@ class _TensorFlowMath:
     def all_rows(self, x):
         return self.tf.reduce_all(x, axis=1)
 
+    def any_rows(self, x):
+        return self.tf.reduce_any(x, axis=1)
+
     def logical_and(self, a, b):
         return self.tf.logical_and(a, b)
 
@@ -198,6 +201,9 @@ class _JaxMath:
 
     def all_rows(self, x):
         return self.jnp.all(x, axis=1)
+
+    def any_rows(self, x):
+        return self.jnp.any(x, axis=1)
 
     def logical_and(self, a, b):
         return self.jnp.logical_and(a, b)

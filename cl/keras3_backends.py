@@ -51,8 +51,7 @@ def class_ids(labels, num_classes, what):
         # A row that names no class (all zeros or NaN, an "unlabeled"
         # marker) shows as -1, refused by the range check, never class 0.
         rows = keras.ops.cast(labels, "float32")
-        names_a_class = keras.ops.logical_and(
-            keras.ops.any(rows > 0, axis=-1), keras.ops.all(keras.ops.isfinite(rows), axis=-1))
+        names_a_class = rules.row_names_a_class(rows, math_backend())
         labels = keras.ops.where(names_a_class, keras.ops.argmax(rows, axis=-1), -1)
     elif len(shape) == 2 and shape[1] == 1:
         labels = keras.ops.reshape(labels, (-1,))

@@ -40,6 +40,14 @@ def valid_class_ids(labels, num_classes, backend=formulas.TENSORFLOW):
     return m.logical_and(in_range, m.floor(labels) == labels)
 
 
+def row_names_a_class(rows, backend=formulas.TENSORFLOW):
+    """Bool `[batch]` for one-hot (or soft) float rows `[batch, C]`: which
+    name a class (some entry > 0, all finite). An all-zero or NaN row, the
+    usual "unlabeled" marker, would otherwise train as an arbitrary class."""
+    m = formulas.math_of(backend)
+    return m.logical_and(m.any_rows(rows > 0), m.all_rows(m.isfinite(rows)))
+
+
 def valid_weights(weights, backend=formulas.TENSORFLOW):
     """Bool `[batch]`: which sample weights are finite and >= 0."""
     m = formulas.math_of(backend)

@@ -168,9 +168,7 @@ def onehot_ids(rows, sample_weight, what, unlabeled_rows="error"):
     """argmax of each row, after checking that each row names a class."""
     if unlabeled_rows == "argmax":
         return tf.argmax(rows, axis=-1)
-    names_a_class = tf.logical_and(
-        tf.reduce_any(rows > 0, axis=1),
-        tf.reduce_all(tf.math.is_finite(tf.cast(rows, tf.float32)), axis=1))
+    names_a_class = rules.row_names_a_class(tf.cast(rows, tf.float32))
     if sample_weight is not None:
         weight = tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
         names_a_class = tf.logical_or(names_a_class, tf.equal(weight, 0.0))

@@ -71,3 +71,9 @@ def test_keras3_refuses_in_the_rule_s_words():
     with pytest.raises(ValueError) as error:
         layer.term(np.array([0.0, 2.5]), np.zeros((2, 2), "float32"))
     assert rules.WHOLE_NUMBERS in str(error.value)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_one_hot_rows_name_a_class(backend):
+    rows = tensor([[0, 1, 0], [0, 0, 0], [np.nan, 1, 0], [0.1, 0.8, 0.1]], "float32", backend)
+    assert numpy(rules.row_names_a_class(rows, backend)).tolist() == [True, False, False, True]
