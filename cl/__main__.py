@@ -1,38 +1,39 @@
-"""`python -m cl`: a session-based self-test of the center loss op.
+"""`python -m cl`: the self-test of every front-end this environment runs.
 
-Builds the op in a TF1 graph on random data (duplicate labels, absent
+graph: builds the op in a TF1 graph on random data (duplicate labels, absent
 classes, batch size unknown at build time), runs it in a
 tf.compat.v1.Session for several steps and compares the loss, its gradient
 and the centers with a numpy version of the paper's formulas. Then the
 plainest training loop: a fixed batch size and `sess.run(train_op)` alone
-must move the centers exactly once per run. Prints a short report and exits
-non-zero on any failure.
+must move the centers exactly once per run. The graphs live in their own
+`tf.Graph` contexts, so eager execution stays on for what follows.
+
+keras3 (on the installed Keras 3 backend) and tf2: see `cl.selftest`.
+
+A front-end the environment cannot run is skipped, with the reason. Prints a
+short report; exits non-zero on any failure, or when nothing was checked.
 """
 
+import importlib.util
 import sys
 
 import numpy as np
-import tensorflow as tf
 
 import cl
-
-NUM_CLASSES, DIM, BATCH, STEPS, ALPHA = 12, 6, 32, 10, 0.5
-TOLERANCE = 1e-5
+from cl import selftest
+from cl.selftest import ALPHA, BATCH, DIM, NUM_CLASSES, STEPS, TOLERANCE
 
 
 def numpy_step(labels, features, centers, alpha):
-    """The paper's loss and center update, in numpy."""
-    loss = 0.5 * np.sum((features - centers[labels]) ** 2, axis=1)
-    new = centers.copy()
-    for j in np.unique(labels):
-        members = features[labels == j]
-        new[j] -= alpha * np.sum(centers[j] - members, axis=0) / (1 + len(members))
-    return loss, new
+    """The paper's loss and center update, in numpy (`cl.selftest`'s, read
+    at call time)."""
+    return selftest.numpy_step(labels, features, centers, alpha)
 
 
 def train_op_alone(rng):
     """Max deviation from numpy of the centers after `sess.run(train_op)`
     alone, batch size fixed at build time, learning rate 0."""
+    import tensorflow as tf
     graph = tf.Graph()
     with graph.as_default():
         images = tf.compat.v1.placeholder(tf.float32, [BATCH, DIM], name="images")
@@ -57,8 +58,9 @@ def train_op_alone(rng):
     return error, bool(np.any(expected))
 
 
-def main():
-    rng = np.random.default_rng(2016)
+def check_graph(rng):
+    """`(header, [(description, ok)])` for the TF1 graph API in a Session."""
+    import tensorflow as tf
     graph = tf.Graph()
     with graph.as_default():
         labels = tf.compat.v1.placeholder(tf.int64, [None], name="labels")
@@ -102,12 +104,58 @@ def main():
     checks.append((f"sess.run(train_op) alone, batch fixed at {BATCH}: one update per run "
                    f"over {STEPS} steps (max err {train_error:.2e})",
                    moved and train_error < TOLERANCE))
-    print(f"cl {cl.__version__} self-test on TensorFlow {tf.__version__}: center_loss, "
-          f"num_classes={NUM_CLASSES}, dim={DIM}, batch={BATCH}, alpha={ALPHA}, {STEPS} steps, "
-          f"centers: {kind} variable")
+    header = (f"graph: center_loss on TensorFlow {tf.__version__}, "
+              f"num_classes={NUM_CLASSES}, dim={DIM}, batch={BATCH}, alpha={ALPHA}, {STEPS} steps, "
+              f"centers: {kind} variable")
+    return header, checks
+
+
+def why_not_graph():
+    if importlib.util.find_spec("tensorflow") is None:
+        return "TensorFlow not installed"
+    return None
+
+
+# In this order: the graph checks keep to their own tf.Graph contexts, so the
+# eager ones after them run in the same process.
+FRONT_ENDS = (("graph", why_not_graph, check_graph),
+              ("keras3", selftest.why_not_keras3, selftest.check_keras3),
+              ("tf2", selftest.why_not_tf2, selftest.check_tf2))
+
+
+def run_front_end(name, why_not, check, rng):
+    """`(status, passed)`, printing the front-end's checks; passed is None
+    when it was skipped."""
+    reason = why_not()
+    if reason is not None:
+        return f"skipped ({reason})", None
+    try:
+        header, checks = check(rng)
+    except Exception as error:  # a crash is a failed check, reported as one
+        header, checks = f"{name}:", [(f"raised {type(error).__name__}: {error}", False)]
+    print(header)
     for description, ok in checks:
         print(f"  {'ok  ' if ok else 'FAIL'} {description}")
     passed = all(ok for _, ok in checks)
+    failed = sum(not ok for _, ok in checks)
+    return ("checked, all passed" if passed else f"checked, {failed} FAILED"), passed
+
+
+def main(front_ends=FRONT_ENDS):
+    rng = np.random.default_rng(2016)
+    print(f"cl {cl.__version__} self-test (Python {sys.version.split()[0]})")
+    results = []
+    for name, why_not, check in front_ends:
+        status, passed = run_front_end(name, why_not, check, rng)
+        results.append((name, status, passed))
+    print("front-ends:")
+    for name, status, _ in results:
+        print(f"  {name}: {status}")
+    checked = [passed for _, _, passed in results if passed is not None]
+    if not checked:
+        print("  nothing could be checked here: install TensorFlow, or Keras 3 "
+              "with a backend cl.keras3 supports (KERAS_BACKEND)")
+    passed = bool(checked) and all(checked)
     print("PASS" if passed else "FAIL")
     return 0 if passed else 1
 

@@ -20,7 +20,7 @@ labels and weights, and what a layer learns about the Keras step it runs in
 
 import keras
 
-from cl import formulas, rules
+from cl import formulas, keras3_metrics, rules
 from cl.keras3_backends import (
     StepMemo,
     class_ids,
@@ -54,6 +54,9 @@ class CenterLoss(keras.layers.Layer):
       num_classes: rows of the centers table.
       alpha: center learning rate in [0, 1] (paper: 0.5).
       weight: lambda, the weight of the center term in the total loss.
+      center_metrics: if true, `center_distance` and `center_ratio` (those
+        of `cl.center_metrics`, from the pre-update centers) show in the
+        progress bar, `History` and `evaluate` of labelled steps.
 
     Inputs: `embedding` float `[batch, dim]` alone (pass-through), or
     `[embedding, labels]` or `[embedding, labels, sample_weight]`, labels
@@ -64,9 +67,11 @@ class CenterLoss(keras.layers.Layer):
     precision).
     """
 
-    def __init__(self, num_classes, alpha=0.5, weight=0.01, **kwargs):
+    def __init__(self, num_classes, alpha=0.5, weight=0.01, center_metrics=False, **kwargs):
         super().__init__(**kwargs)
         self.num_classes, self.alpha, self.weight = _check_settings(num_classes, alpha, weight)
+        self.center_metrics = bool(center_metrics)
+        self._center_metric = keras3_metrics.CenterMetric() if center_metrics else None
         self._backend = math_backend()
         self._last_step = StepMemo()
         self._labelled_node = False
@@ -169,6 +174,9 @@ class CenterLoss(keras.layers.Layer):
         # One read for the loss and the update: the loss sees the pre-update centers.
         centers_batch = keras.ops.stop_gradient(table.read(self.centers, ids))
         per_sample = formulas.per_sample_center_loss(features, centers_batch, self._backend)
+        if self._center_metric is not None:
+            keras3_metrics.record(self._center_metric, self, keras_step()[0], ids, ok,
+                                  features, centers_batch, weights)
         per_sample = per_sample * weights
         # There the term also reads NaN, so the progress bar, History and
         # TerminateOnNaN show the bad batch; no gradient reaches the NaN.
@@ -190,7 +198,8 @@ class CenterLoss(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(num_classes=self.num_classes, alpha=self.alpha, weight=self.weight)
+        config.update(num_classes=self.num_classes, alpha=self.alpha, weight=self.weight,
+                      center_metrics=self.center_metrics)
         return config
 
 
@@ -202,6 +211,7 @@ class CenterLossModel(keras.Model):
     and metrics see the logits; `compute_loss` adds the center term of its
     `CenterLoss` layer (`.center_loss`, table `.centers`), whose update runs
     in training steps only. `predict(x)` returns `(logits, embedding)`.
+    `center_metrics=True` logs `center_distance` and `center_ratio`.
 
         backbone = keras.Model(inputs, [logits, embedding])
         model = cl.keras3.CenterLossModel(backbone, num_classes=10, weight=0.01)
@@ -209,10 +219,12 @@ class CenterLossModel(keras.Model):
         model.fit(x, y)
     """
 
-    def __init__(self, backbone, num_classes, alpha=0.5, weight=0.01, **kwargs):
+    def __init__(self, backbone, num_classes, alpha=0.5, weight=0.01, center_metrics=False,
+                 **kwargs):
         super().__init__(**kwargs)
         self.backbone = backbone
-        self.center_loss = CenterLoss(num_classes, alpha, weight, name="center_loss")
+        self.center_loss = CenterLoss(num_classes, alpha, weight, center_metrics,
+                                      name="center_loss")
         outputs = getattr(backbone, "outputs", None)
         if outputs:
             if len(outputs) != 2:
@@ -268,7 +280,8 @@ class CenterLossModel(keras.Model):
         config = super().get_config()
         layer = self.center_loss
         config.update(backbone=keras.saving.serialize_keras_object(self.backbone),
-                      num_classes=layer.num_classes, alpha=layer.alpha, weight=layer.weight)
+                      num_classes=layer.num_classes, alpha=layer.alpha, weight=layer.weight,
+                      center_metrics=layer.center_metrics)
         return config
 
     @classmethod

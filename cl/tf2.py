@@ -15,6 +15,11 @@ paper's update (see `cl.formulas`) when `training` is true. The table is an
 ordinary `tf.Variable` made once in the constructor, so one trace of the
 caller's tf.function serves every step, and `tf.train.Checkpoint` saves it.
 
+Under `tf.distribute.MirroredStrategy` or `MultiWorkerMirroredStrategy`,
+construct it in `strategy.scope()` and call it in `strategy.run`: the table
+is then mirrored, and every copy follows the rule on the global batch
+(`cl.graph.replicas`, shared with the graph API).
+
 Bad inputs (labels out of range, labels and features of different batch
 sizes, negative or NaN sample weights) raise before any row is read or
 written. Under XLA (`jit_compile=True`), which drops run-time asserts, such
@@ -24,21 +29,10 @@ a sample's loss reads NaN and it is left out of the update instead.
 import tensorflow as tf
 
 from cl import formulas, rules
-from cl.graph import checks
+from cl.graph import checks, replicas
 
-
-def _refuse_strategy(what):
-    # Each replica would scatter its own part of the batch into its own copy
-    # (or the one shared variable): not the paper's rule on the global batch.
-    if tf.distribute.has_strategy():
-        strategy = tf.distribute.get_strategy()
-        raise NotImplementedError(
-            f"{what}: cl.tf2.CenterLoss does not support tf.distribute strategies "
-            f"yet; received {type(strategy).__name__} with "
-            f"{strategy.num_replicas_in_sync} replica(s), whose replicas would each "
-            f"update the centers from their own part of the batch. Create and call "
-            f"it outside strategy.scope() and strategy.run, or use the graph-mode "
-            f"cl.center_loss, which supports MirroredStrategy.")
+_ALTERNATIVE = "or cl.tf2.CenterLoss without a strategy"
+_CREATE_HINT = " (construct the cl.tf2.CenterLoss there)"
 
 
 class CenterLoss(tf.Module):
@@ -53,18 +47,25 @@ class CenterLoss(tf.Module):
     `.centers` is a non-trainable float32 `tf.Variable` `[num_classes, dim]`,
     zeros at first. Assign trained centers with `.centers.assign(values)`
     (e.g. from `cl.read_centers`); a table of another shape is refused.
-    Not supported under a `tf.distribute` strategy (NotImplementedError).
+    Constructed in the scope of a MirroredStrategy or
+    MultiWorkerMirroredStrategy, the table is mirrored (ONLY_FIRST_REPLICA:
+    `assign` and restore keep the copies equal) and every call inside
+    `strategy.run` updates all copies from the global batch. Other
+    strategies but OneDeviceStrategy are refused (NotImplementedError).
     """
 
     def __init__(self, num_classes, dim, alpha=0.5, name="center_loss"):
         super().__init__(name=name)
-        _refuse_strategy(f"{name}: created inside a strategy's scope")
+        if tf.distribute.has_strategy():
+            replicas.check_strategy(tf.distribute.get_strategy(),
+                                    f"cl.tf2.CenterLoss '{name}'", _ALTERNATIVE)
         self.num_classes = formulas.check_num_classes(num_classes)
         self.dim = formulas.check_num_classes(dim, "dim")
         self.alpha = formulas.check_alpha(alpha)
         with self.name_scope:
             self.centers = tf.Variable(tf.zeros([num_classes, dim], tf.float32),
-                                       trainable=False, name="centers")
+                                       trainable=False, name="centers",
+                                       **replicas.table_options())
 
     def __call__(self, labels, features, training=True, sample_weight=None):
         """Per-sample loss `[batch]` (float32; float64 for float64 features).
@@ -86,8 +87,9 @@ class CenterLoss(tf.Module):
           they are left out of the update instead.
         """
         what = f"{self.name}"
-        _refuse_strategy(f"{what}: called under a strategy")
         features, labels = self._checked_inputs(labels, features, what)
+        distributed = replicas.is_distributed(
+            self.centers, training, f"cl.tf2.CenterLoss '{what}'", _ALTERNATIVE, _CREATE_HINT)
         compute_dtype = checks.compute_dtype(features.dtype)
         features = tf.cast(features, compute_dtype)
         valid, assertions = self._label_checks(labels, features, what)
@@ -104,12 +106,19 @@ class CenterLoss(tf.Module):
         labels = tf.where(valid, labels, tf.zeros_like(labels))
         update_weights = tf.cast(valid, compute_dtype) if weights is None else \
             tf.where(valid, weights, tf.zeros_like(weights))
+        nan = tf.constant(float("nan"), compute_dtype)
+        if distributed:
+            # Every replica's update waits for the all-gather, which waits for
+            # every replica's checks: a bad sample anywhere changes no copy.
+            per_sample = replicas.center_loss(self.centers, labels, features, self.alpha,
+                                              training, update_weights, update_on=None)
+            return tf.where(valid, per_sample, nan)
         # One sparse read serves the loss and the update: the loss sees the
         # pre-update centers, and the cost does not grow with num_classes.
         centers_batch = tf.cast(tf.stop_gradient(tf.gather(self.centers, labels)), compute_dtype)
         per_sample = formulas.per_sample_center_loss(features, centers_batch)
         # A where, not a multiply: no gradient reaches the NaN.
-        per_sample = tf.where(valid, per_sample, tf.constant(float("nan"), compute_dtype))
+        per_sample = tf.where(valid, per_sample, nan)
 
         def update():
             class_ids, deltas = formulas.center_update(

@@ -20,7 +20,11 @@ MultiWorkerMirroredStrategy), in each replica:
      reads (each replica reads and writes only its own copy, so the loss
      always sees the pre-update centers).
 
-TF1 towers without tf.distribute are `cl.distribute.TowerCenterLoss`.
+The graph API (`cl.ops`) and TF2's `cl.tf2.CenterLoss` both call
+`center_loss` below; in a `tf.function` it runs unchanged (automatic control
+dependencies then run the update whatever the caller fetches, so TF2 passes
+`update_on=None`: no tie). TF1 towers without tf.distribute are
+`cl.distribute.TowerCenterLoss`.
 """
 
 import tensorflow as tf
@@ -33,6 +37,10 @@ from cl.graph import ties
 # restore) keep the copies equal instead of summing them.
 TABLE_OPTIONS = dict(aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
                      synchronization=tf.VariableSynchronization.ON_WRITE)
+
+
+GRAPH_ALTERNATIVE = "or cl.TowerCenterLoss without a strategy"
+GRAPH_CREATE_HINT = " (or let center_loss create it inside strategy.run)"
 
 
 def _supported_strategies():
@@ -50,18 +58,37 @@ def table_options():
     return dict(TABLE_OPTIONS) if tf.distribute.has_strategy() else {}
 
 
-def is_distributed(centers, training):
+def _unsupported(strategy, what, alternative):
+    return NotImplementedError(
+        f"{what} does not support {type(strategy).__name__} "
+        f"({strategy.num_replicas_in_sync} replicas): its replicas' centers "
+        f"would drift apart. Use tf.distribute.MirroredStrategy, "
+        f"MultiWorkerMirroredStrategy, {alternative}.")
+
+
+def check_strategy(strategy, what="cl.center_loss", alternative=GRAPH_ALTERNATIVE):
+    """Raises NotImplementedError, saying what to use, unless `strategy`
+    keeps a table made in its scope exact: MirroredStrategy or
+    MultiWorkerMirroredStrategy (either API class), or OneDeviceStrategy."""
+    one_device = (tf.distribute.OneDeviceStrategy, tf.compat.v1.distribute.OneDeviceStrategy)
+    if not isinstance(strategy, _supported_strategies() + one_device):
+        raise _unsupported(strategy, what, alternative)
+
+
+def is_distributed(centers, training, what="cl.center_loss",
+                   alternative=GRAPH_ALTERNATIVE, create_hint=GRAPH_CREATE_HINT):
     """Whether `center_loss` must take the cross-replica path for `centers`.
 
     False for plain code (no strategy, plain table) and for a one-replica
     strategy with a plain table (OneDeviceStrategy). Raises, saying what to
-    do, for every case whose update would silently drift or crash.
+    do, for every case whose update would silently drift or crash; `what`,
+    `alternative` and `create_hint` word the messages for the front-end.
     """
     mirrored = isinstance(centers, tf.distribute.DistributedValues)
     if not tf.distribute.has_strategy():
         if mirrored:
             raise RuntimeError(
-                f"cl.center_loss: the centers table '{centers.name}' belongs to a "
+                f"{what}: the centers table '{centers.name}' belongs to a "
                 f"tf.distribute strategy but is used outside it; call the loss "
                 f"inside strategy.run (or call_for_each_replica).")
         return False
@@ -69,22 +96,16 @@ def is_distributed(centers, training):
     if not mirrored and strategy.num_replicas_in_sync == 1:
         return False
     if not isinstance(strategy, _supported_strategies()):
-        raise NotImplementedError(
-            f"cl.center_loss does not support {type(strategy).__name__} "
-            f"({strategy.num_replicas_in_sync} replicas): its replicas' centers "
-            f"would drift apart. Use tf.distribute.MirroredStrategy, "
-            f"MultiWorkerMirroredStrategy, or cl.TowerCenterLoss without a "
-            f"strategy.")
+        raise _unsupported(strategy, what, alternative)
     if not mirrored:
         raise ValueError(
-            f"cl.center_loss: the centers table '{centers.name}' is a plain "
+            f"{what}: the centers table '{centers.name}' is a plain "
             f"variable shared by {strategy.num_replicas_in_sync} replicas, so "
             f"each replica would update it separately. Create it inside "
-            f"strategy.scope() (or let center_loss create it inside "
-            f"strategy.run).")
+            f"strategy.scope(){create_hint}.")
     if tf.distribute.in_cross_replica_context() and training is not False:
         raise RuntimeError(
-            f"cl.center_loss was called in the cross-replica context of "
+            f"{what} was called in the cross-replica context of "
             f"{type(strategy).__name__} (inside strategy.scope() but outside "
             f"strategy.run), where no replica's batch is known. Call it inside "
             f"strategy.run / call_for_each_replica, or pass training=False for "
@@ -114,7 +135,9 @@ def center_loss(centers, labels, features, alpha, training, weights=None,
     said so, with checked labels and features already in their compute
     dtype. `training` is None/True (update), False (read only) or a bool
     tensor; the all-gather runs either way, because collectives inside a
-    `tf.cond` fail, and only this replica's scatter is gated.
+    `tf.cond` fail, and only this replica's scatter is gated. `update_on`:
+    how the loss ties the update in a TF1 graph (`cl.graph.ties`), or None
+    in TF2 code, whose automatic control dependencies run it untied.
     """
     if tf.distribute.in_cross_replica_context():
         # training is False here (checked): any copy holds the same centers.
@@ -141,7 +164,8 @@ def center_loss(centers, labels, features, alpha, training, weights=None,
     global_rows = read_rows(handle, global_labels)
 
     def update():
-        with tf.device(_host_cpu(handle.device)):
+        # (A tf.function's captured handle may carry no device; the copy does.)
+        with tf.device(_host_cpu(handle.device or centers.device)):
             class_ids, deltas = formulas.center_update(
                 global_labels, global_features, tf.cast(global_rows, dtype),
                 alpha, global_weights)
@@ -158,6 +182,8 @@ def center_loss(centers, labels, features, alpha, training, weights=None,
     else:
         updated = tf.compat.v1.cond(tf.cast(training, tf.bool), update,
                                     lambda: tf.constant(False))
+    if update_on is None:
+        return per_sample(features)
     # Every replica's gradient (and, by default, loss) waits for the update,
     # so each replica runs its all-gather in every training step.
     return ties.tie(per_sample, features, updated, update_on)

@@ -17,7 +17,7 @@ FLOORS = {
     "cl.graph": 2, "cl.graph.sites": 2, "cl.graph.ties": 2, "cl.graph.checks": 2,
     "cl.graph.replicas": 3,
     "cl.graph.table": 4,
-    "cl.ops": 5, "cl.keras3_backends": 5,
+    "cl.ops": 5, "cl.keras3_backends": 5, "cl.keras3_metrics": 5,
     "cl.tf2": 6, "cl.keras3": 6, "cl.distribute": 6,
     "cl.keras2.state": 7,
     "cl.keras2.site": 8,
@@ -25,7 +25,7 @@ FLOORS = {
     "cl.keras2.saving": 10,
     "cl.keras2.compiling": 11,
     "cl.keras2": 12,
-    "cl": 13, "cl.__main__": 14, "cl.demo": 14,
+    "cl": 13, "cl.demo": 14, "cl.selftest": 14, "cl.__main__": 15,
 }
 
 

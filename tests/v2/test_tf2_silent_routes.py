@@ -160,12 +160,8 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from cl.tf2 import CenterLoss
 
-strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 labels = tf.constant([0, 1, 1, 2], tf.int32)
 features = tf.constant(np.arange(12, dtype="float32").reshape(4, 3))
-data = strategy.experimental_distribute_dataset(
-    tf.data.Dataset.from_tensor_slices((labels, features)).batch(4))
-replica_batch = next(iter(data))
 report = {}
 
 def attempt(key, fn):
@@ -175,28 +171,36 @@ def attempt(key, fn):
     except Exception as error:
         report[key] = f"{type(error).__name__}: {error}"
 
+# CentralStorageStrategy keeps one table but runs the replicas' updates separately.
+strategy = tf.distribute.experimental.CentralStorageStrategy(["/cpu:0", "/cpu:1"])
 def construct():
     with strategy.scope():
         CenterLoss(3, 3)
 attempt("scope", construct)
-
 center = CenterLoss(3, 3)
 center.centers.assign(np.ones((3, 3), "float32"))
-attempt("run", lambda: strategy.run(center, args=replica_batch))
+attempt("run", lambda: strategy.run(center, args=(labels, features)))
 attempt("run in tf.function", lambda: tf.function(
-    lambda batch: strategy.run(center, args=batch))(replica_batch))
+    lambda: strategy.run(center, args=(labels, features)))())
+# Made outside MirroredStrategy's scope: a plain variable its 2 replicas would share.
+mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+attempt("plain table", lambda: tf.function(
+    lambda: mirrored.run(center, args=(labels, features)))())
 report["centers unchanged"] = bool(np.all(center.centers.numpy() == 1))
 print("REPORT", json.dumps(report))
 """
 
 
-def test_every_strategy_is_refused_before_any_change():
+def test_unsupported_strategies_and_plain_tables_are_refused_before_any_change():
+    # MirroredStrategy and MultiWorkerMirroredStrategy work: test_tf2_distribute.py.
     result = run_python(STRATEGY)
     line = [row for row in result.stdout.splitlines() if row.startswith("REPORT ")]
     assert line, result.stdout[-2000:] + result.stderr[-3000:]
     report = json.loads(line[0][len("REPORT "):])
     for key in ("scope", "run", "run in tf.function"):
         assert report[key].startswith("NotImplementedError: "), (key, report[key])
-        assert "MirroredStrategy with 2 replica(s)" in report[key], report[key]
-        assert "does not support tf.distribute strategies" in report[key]
+        assert "does not support CentralStorageStrategy (2 replicas)" in report[key], report[key]
+        assert "Use tf.distribute.MirroredStrategy, MultiWorkerMirroredStrategy" in report[key]
+    assert report["plain table"].startswith("ValueError"), report["plain table"]
+    assert "plain variable shared by 2 replicas" in report["plain table"]
     assert report["centers unchanged"]

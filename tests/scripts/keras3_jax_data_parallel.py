@@ -1,0 +1,148 @@
+"""Keras 3 on JAX under `keras.distribution.DataParallel` over 4 forced host
+devices: `cl.keras3.CenterLoss` (in a functional model) and
+`cl.keras3.CenterLossModel` follow the paper's rule on the global batch
+after every step, and the compiled train step communicates nothing
+proportional to the number of classes C.
+
+Run by tests/v2/test_keras3_data_parallel.py in a subprocess (the device
+count and the HLO dump folder must be set before JAX initialises):
+
+    KERAS_BACKEND=jax python keras3_jax_data_parallel.py <tests dir> <dump dir>
+
+The embedding is the model's input (an Identity layer), so the features of
+each step are known; a small trainable head (3 outputs, not C) gives the
+step gradients to all-reduce. Prints one RESULT line (JSON).
+"""
+
+import json
+import os
+import pathlib
+import re
+import sys
+
+DEVICES = 4
+DUMP = pathlib.Path(sys.argv[2])
+os.environ["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={DEVICES} "
+                           f"--xla_dump_to={DUMP} --xla_dump_hlo_module_re=.*train_step.*")
+os.environ["KERAS_BACKEND"] = "jax"
+
+import jax  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, sys.argv[1])  # tests/, for the numpy reference
+import reference  # noqa: E402
+
+import cl.keras3  # noqa: E402
+
+C, D, B, ALPHA, STEPS = 4099, 8, 32, 0.5, 4  # B global: 8 samples per device
+COLLECTIVES = ("all-gather", "all-reduce", "collective-permute", "all-to-all", "reduce-scatter",
+               "collective-broadcast", "ragged-all-to-all")
+INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(\(.*?\)|\w+\[[\d,]*\](?:\{[^}]*\})?)"
+                         r"\s+([\w\-]+)\((.*?)\)")
+SHAPE = re.compile(r"\w+\[([\d,]*)\]")
+
+
+def batches(rng):
+    """Each step's global batch: heavy duplicates, the last class, classes
+    on one device's shard only, most classes absent."""
+    for step in range(STEPS):
+        labels = rng.choice([0, 1, 2, 7, 100 + step, C - 1], B).astype("int32")
+        labels[:8] = 3 + step  # only the first device's shard holds this class
+        features = (rng.normal(size=(B, D)) + labels[:, None] % 5).astype("float32")
+        yield labels, features
+
+
+def per_device_rule(labels, features, centers):
+    """What each device's own update would give (summed deltas): wrong."""
+    new = centers.copy()
+    for shard in range(DEVICES):
+        part = slice(shard * B // DEVICES, (shard + 1) * B // DEVICES)
+        new += reference.update_centers(labels[part], features[part], centers, ALPHA) - centers
+    return new
+
+
+def layer_model():
+    x = keras.Input((D,))
+    y = keras.Input((), dtype="int32")
+    layer = cl.keras3.CenterLoss(C, alpha=ALPHA, weight=0.1)
+    head = keras.layers.Dense(3)(layer([keras.layers.Identity()(x), y]))
+    model = keras.Model([x, y], head)
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    return model, layer.centers, lambda labels, features: ([features, labels], np.zeros((B, 3)))
+
+
+def wrapped_model():
+    x = keras.Input((D,))
+    backbone = keras.Model(x, [keras.layers.Dense(3)(x), keras.layers.Identity()(x)])
+    model = cl.keras3.CenterLossModel(backbone, C, alpha=ALPHA, weight=0.1)
+    model.compile(keras.optimizers.SGD(0.1),
+                  lambda y_true, y_pred: keras.ops.mean(keras.ops.square(y_pred), axis=-1))
+    return model, model.centers, lambda labels, features: (features, labels)
+
+
+def train(build, route):
+    """Max deviation from the rule on the global batch over the steps, and
+    the smallest deviation of the per-device rule (to show it would fail)."""
+    model, centers, data = build()
+    rng = np.random.default_rng(16)
+    expected = np.zeros((C, D))
+    deviation, per_device = 0.0, np.inf
+    for labels, features in batches(rng):
+        inputs, targets = data(labels, features)
+        if route == "fit":
+            model.fit(inputs, targets, batch_size=B, epochs=1, shuffle=False, verbose=0)
+        else:
+            model.train_on_batch(inputs, targets)
+        wrong = per_device_rule(labels, features, expected)
+        expected = reference.update_centers(labels, features, expected, ALPHA)
+        got = keras.ops.convert_to_numpy(centers)
+        deviation = max(deviation, float(np.max(np.abs(got - expected))))
+        per_device = min(per_device, float(np.max(np.abs(got - wrong))))
+    before = keras.ops.convert_to_numpy(centers)
+    model.evaluate(*data(labels, features), batch_size=B, verbose=0)
+    moved_by_evaluate = float(np.max(np.abs(keras.ops.convert_to_numpy(centers) - before)))
+    return {"deviation": deviation, "per_device_rule_deviation": per_device,
+            "moved_by_evaluate": moved_by_evaluate}
+
+
+def collectives(path):
+    """`[(opcode, [shape, ...])]`: each collective of an optimised HLO module,
+    with the shapes of its result and its operands."""
+    shapes, found = {}, []
+    for line in path.read_text().splitlines():
+        match = INSTRUCTION.match(line)
+        if not match:
+            continue
+        name, result, opcode, operands = match.groups()
+        shapes[name] = [tuple(int(d) for d in dims.split(",") if d) for dims in SHAPE.findall(result)]
+        if opcode.removesuffix("-start") in COLLECTIVES:
+            seen = list(shapes[name])
+            for operand in re.findall(r"%([\w.\-]+)", operands):
+                seen += shapes.get(operand, [])
+            found.append((opcode, list(dict.fromkeys(seen))))
+    return found
+
+
+def compiled_steps():
+    return sorted(DUMP.glob("*train_step*after_optimizations.txt"))
+
+
+def main():
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
+    report = {"devices": len(jax.devices()), "classes": C, "dim": D, "global_batch": B}
+    for name, build in (("layer", layer_model), ("model", wrapped_model)):
+        for route in ("fit", "train_on_batch"):
+            before = set(compiled_steps())
+            report[f"{name}_{route}"] = train(build, route)
+            modules = [path for path in compiled_steps() if path not in before]
+            seen = [(op, shapes) for path in modules for op, shapes in collectives(path)]
+            report[f"{name}_{route}"].update(
+                compiled_steps=len(modules), collectives=sorted({f"{op} {shapes}" for op, shapes in seen}),
+                largest_dimension=max((d for _, shapes in seen for s in shapes for d in s), default=0),
+                opcodes=sorted({op for op, _ in seen}))
+    print("RESULT " + json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
