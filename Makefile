@@ -18,7 +18,7 @@ JAX_STAMP := $(JAX_VENV)/.installed-jax
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv venv-jax test test-jax selftest lint demo bench examples check clean
+.PHONY: help venv venv-jax test test-jax selftest lint demo bench gpu-check examples check clean
 
 help:
 	@echo "make demo      train on sklearn digits, write out/demo/{features.png,metrics.csv}"
@@ -28,6 +28,7 @@ help:
 	@echo "make selftest  python -m cl"
 	@echo "make lint      ruff"
 	@echo "make bench     cost of center loss vs softmax and other formulations"
+	@echo "make gpu-check one table: bad labels, mixed_float16, 2 replicas on 1 device, step times (GPU or CPU)"
 	@echo "make examples  run every legacy_examples/ script"
 
 $(STAMP): $(REQUIREMENTS) requirements/dev.txt setup.py
@@ -74,9 +75,12 @@ demo: venv
 
 bench: venv venv-jax
 	$(BIN)/python bench/bench.py --out out/bench
-	$(BIN)/python bench/distribute_bench.py
+	$(BIN)/python bench/distribute_bench.py --out out/bench
 	$(BIN)/python bench/bench_keras3.py --out out/bench --backend tensorflow
 	KERAS_BACKEND=jax $(JAX_VENV)/bin/python bench/bench_keras3.py --out out/bench --backend jax
+
+gpu-check: venv
+	$(BIN)/python bench/gpu_check.py
 
 examples: venv
 	@for script in legacy_examples/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

@@ -1,75 +1,222 @@
 """Cost of cl's cross-replica center update on 2 logical CPU replicas.
 
-Compares, per step (one session.run, graph mode, B=256 per replica, D=512):
-  synced    cl.center_loss inside strategy.run: all-gather, one update from
-            the global batch, scattered into each copy (cl.graph.replicas)
+Compares, per step (B=256 per replica, D=512):
+  synced    cl's exact update: all-gather, one update from the global batch,
+            the same deltas scattered into each copy (cl.graph.replicas)
   local     each replica gathers and scatters its own copy with its own
             batch, no communication: the wrong rule, the cost floor
-and prints the median ratio synced / local at each C. Usage:
-  .venv/bin/python bench/distribute_bench.py [--classes 1000,100000] [--steps 30]
+for each front-end:
+  graph     cl.center_loss inside strategy.run, graph mode (session.run)
+  tf2       cl.tf2.CenterLoss called in strategy.run inside a tf.function
+  keras3_tf cl.keras3.CenterLoss (TF backend) called in strategy.run inside a
+            tf.function; skipped, with the reason, where the layer refuses
+            to build under MirroredStrategy
+and reports the median of the per-round ratios synced / local at each C.
+
+Every (front-end, C) pair runs in a process of its own, one after the other,
+so no measurement shares the machine with another's thread pools, and the
+logical devices are set before TensorFlow initialises. Writes a JSON list of
+{"front_end", "classes", "synced_ms", "local_ms", "ratio"} to
+OUT/distribute.json. Usage:
+  .venv/bin/python bench/distribute_bench.py [--out out/bench]
+      [--front-ends graph,tf2,keras3_tf] [--classes 1000,100000] [--steps 30]
 """
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
-import numpy as np
-import tensorflow as tf
+B, D, ALPHA = 256, 512, 0.5
+FRONT_ENDS = ("graph", "tf2", "keras3_tf")
+RATIO_GOAL, GROWTH_GOAL = 1.6, 1.2
+WARMUP = 3
 
-B, D = 256, 512
+
+class Skip(Exception):
+    """This front-end cannot run here; the message says why."""
 
 
-def build(strategy, variant, num_classes):
-    import cl
+def local_step_fn(tf, centers, num_classes):
+    """One replica's wrong-but-cheapest step: its own copy, its own batch."""
     from cl import formulas
-    from cl.graph import table
 
     def replica_fn():
         labels = tf.random.uniform([B], 0, num_classes, tf.int32)
         features = tf.random.normal([B, D])
-        if variant == "synced":
-            return cl.center_loss(labels, features, alpha=0.5, num_classes=num_classes)
-        centers = table.centers_variable(num_classes, D, "local")
-        handle = centers.handle
+        handle = centers.handle  # in replica context: this replica's copy
         rows = tf.raw_ops.ResourceGather(resource=handle, indices=labels, dtype=tf.float32)
-        ids, deltas = formulas.center_update(labels, features, rows, 0.5)
+        ids, deltas = formulas.center_update(labels, features, rows, ALPHA)
         scatter = tf.raw_ops.ResourceScatterSub(resource=handle, indices=ids, updates=deltas)
         with tf.control_dependencies([scatter]):
             return formulas.per_sample_center_loss(features, rows)
-
-    with strategy.scope():
-        out = strategy.run(replica_fn)
-        return tf.group(strategy.experimental_local_results(out))
+    return replica_fn
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--classes", default="1000,100000")
-    parser.add_argument("--steps", type=int, default=30)
-    args = parser.parse_args()
+def graph_steps(tf, strategy, num_classes):
+    import cl
+    from cl.graph import table
+
     tf.compat.v1.disable_eager_execution()
+    graph = tf.Graph()
+    with graph.as_default(), strategy.scope():
+        def synced_fn():
+            labels = tf.random.uniform([B], 0, num_classes, tf.int32)
+            features = tf.random.normal([B, D])
+            return cl.center_loss(labels, features, alpha=ALPHA, num_classes=num_classes)
+
+        local = table.centers_variable(num_classes, D, "local")
+        ops = {}
+        for variant, fn in (("synced", synced_fn), ("local", local_step_fn(tf, local, num_classes))):
+            out = strategy.run(fn)
+            ops[variant] = tf.group(strategy.experimental_local_results(out))
+        session = tf.compat.v1.Session(graph=graph)
+        session.run(tf.compat.v1.global_variables_initializer())
+    return {variant: (lambda op=op: session.run(op)) for variant, op in ops.items()}
+
+
+def eager_steps(tf, strategy, make_synced_fn, num_classes):
+    """`make_synced_fn()` (called in the scope) returns the synced replica fn."""
+    with strategy.scope():
+        synced_fn = make_synced_fn()
+        local = tf.Variable(tf.zeros([num_classes, D]), trainable=False, name="local")
+    steps = {}
+    for variant, fn in (("synced", synced_fn), ("local", local_step_fn(tf, local, num_classes))):
+        @tf.function
+        def step(fn=fn):
+            return strategy.experimental_local_results(strategy.run(fn))
+        steps[variant] = lambda step=step: [t.numpy() for t in step()]
+    return steps
+
+
+def tf2_synced(tf, num_classes):
+    import cl.tf2
+    center = cl.tf2.CenterLoss(num_classes, D, alpha=ALPHA)
+
+    def replica_fn():
+        labels = tf.random.uniform([B], 0, num_classes, tf.int32)
+        return center(labels, tf.random.normal([B, D]))
+    return replica_fn
+
+
+def keras3_synced(tf, num_classes):
+    import keras
+    if keras.backend.backend() != "tensorflow":
+        raise Skip(f"KERAS_BACKEND is {keras.backend.backend()}, not tensorflow")
+    from cl.keras3 import CenterLoss
+    layer = CenterLoss(num_classes, alpha=ALPHA, weight=0.01)
+    try:
+        layer.build([(None, D), (None,)])
+    except Exception as error:  # NotImplementedError/ValueError: refused; else: in the works
+        raise Skip(f"cl.keras3.CenterLoss does not build under MirroredStrategy here: "
+                   f"{type(error).__name__}: {str(error).splitlines()[0]}") from None
+
+    def replica_fn():
+        labels = tf.random.uniform([B], 0, num_classes, tf.int32)
+        return layer([tf.random.normal([B, D]), labels], training=True)
+    return replica_fn
+
+
+def measure_one(front_end, num_classes, steps):
+    """Runs in its own process: returns the row, or raises Skip."""
+    if front_end == "keras3_tf":
+        os.environ["KERAS_BACKEND"] = "tensorflow"
+    import numpy as np
+    import tensorflow as tf
+
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    if front_end == "graph":
+        run = graph_steps(tf, strategy, num_classes)
+    else:
+        make = tf2_synced if front_end == "tf2" else keras3_synced
+        try:
+            run = eager_steps(tf, strategy, lambda: make(tf, num_classes), num_classes)
+            run["synced"]()  # traces; a front-end that refuses at trace time is skipped
+        except Skip:
+            raise
+        except Exception as error:
+            if front_end != "keras3_tf":
+                raise
+            raise Skip(f"cl.keras3.CenterLoss refuses the step under MirroredStrategy: "
+                       f"{type(error).__name__}: {str(error).splitlines()[0]}") from None
+    times = {variant: [] for variant in run}
+    for round_ in range(steps + WARMUP):
+        for variant, step in run.items():  # alternate, so load hits both alike
+            start = time.perf_counter()
+            step()
+            if round_ >= WARMUP:
+                times[variant].append(time.perf_counter() - start)
+    ratio = float(np.median(np.array(times["synced"]) / np.array(times["local"])))
+    return dict(front_end=front_end, classes=num_classes,
+                synced_ms=1e3 * float(np.median(times["synced"])),
+                local_ms=1e3 * float(np.median(times["local"])), ratio=ratio)
+
+
+def child(args):
+    try:
+        row = measure_one(args.one, int(args.classes), args.steps)
+    except Skip as skip:
+        print("SKIP " + str(skip), flush=True)
+        return
+    print("ROW " + json.dumps(row), flush=True)
+
+
+def goals(rows):
+    """Goal lines, printed next to the figures and never asserted."""
+    lines = []
+    by = {(r["front_end"], r["classes"]): r for r in rows}
+    for front_end in dict.fromkeys(r["front_end"] for r in rows):
+        classes = sorted(c for f, c in by if f == front_end)
+        for c in classes:
+            r = by[front_end, c]
+            lines.append(f"{front_end:<9} C={c:>6}: synced {r['synced_ms']:7.2f} ms, local "
+                         f"{r['local_ms']:7.2f} ms, synced/local {r['ratio']:.2f}x "
+                         f"(goal <= {RATIO_GOAL}x: {'met' if r['ratio'] <= RATIO_GOAL else 'NOT met'})")
+        if len(classes) > 1:
+            small, large = by[front_end, classes[0]], by[front_end, classes[-1]]
+            growth = large["synced_ms"] / small["synced_ms"]
+            lines.append(f"{front_end:<9} synced C={classes[-1]} / C={classes[0]}: {growth:.2f}x "
+                         f"(goal <= {GROWTH_GOAL}x: {'met' if growth <= GROWTH_GOAL else 'NOT met'})")
+    return lines
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="out/bench")
+    parser.add_argument("--front-ends", default=",".join(FRONT_ENDS))
+    parser.add_argument("--classes", default="1000,100000")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--one", choices=FRONT_ENDS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        return child(args)
     rows = []
-    for num_classes in map(int, args.classes.split(",")):
-        graph = tf.Graph()
-        with graph.as_default():
-            steps = {v: build(strategy, v, num_classes) for v in ("synced", "local")}
-            session = tf.compat.v1.Session(graph=graph)
-            session.run(tf.compat.v1.global_variables_initializer())
-            times = {v: [] for v in steps}
-            for round_ in range(args.steps + 3):
-                for variant, op in steps.items():  # alternate, so load hits both alike
-                    start = time.perf_counter()
-                    session.run(op)
-                    if round_ >= 3:
-                        times[variant].append(time.perf_counter() - start)
-            session.close()
-        ratio = float(np.median(np.array(times["synced"]) / np.array(times["local"])))
-        rows.append(dict(classes=num_classes, synced_ms=1e3 * float(np.median(times["synced"])),
-                         local_ms=1e3 * float(np.median(times["local"])), ratio=ratio))
-        print(json.dumps(rows[-1]), flush=True)
+    for front_end in args.front_ends.split(","):
+        for num_classes in args.classes.split(","):
+            result = subprocess.run(
+                [sys.executable, __file__, "--one", front_end, "--classes", num_classes,
+                 "--steps", str(args.steps)], capture_output=True, text=True)
+            lines = result.stdout.splitlines()
+            found = [line for line in lines if line.startswith(("ROW ", "SKIP "))]
+            if result.returncode != 0 or not found:
+                sys.stderr.write(result.stdout[-3000:] + result.stderr[-3000:])
+                raise SystemExit(f"{front_end} at C={num_classes} failed (exit {result.returncode})")
+            if found[-1].startswith("SKIP "):
+                print(f"{front_end}: skipped: {found[-1][5:]}", flush=True)
+                break  # the other C would be skipped alike
+            rows.append(json.loads(found[-1][4:]))
+            print(json.dumps(rows[-1]), flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "distribute.json").write_text(json.dumps(rows, indent=1) + "\n")
+    print("\n".join(["", "2 logical CPU replicas, B=%d per replica, D=%d; median of the "
+                     "per-round ratios; goals are checks, not asserts:" % (B, D)] + goals(rows)))
+    print(f"Wrote {out / 'distribute.json'}")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from cl.keras3_backends import (
     class_ids,
     keras_step,
     math_backend,
+    replica_share,
     sample_weights,
     step_token,
     table_ops,
@@ -109,7 +110,8 @@ class CenterLoss(keras.layers.Layer):
                 f"centers table); received shape {tuple(embedding_shape)}.")
         self.centers = self.add_weight(
             name="centers", shape=(self.num_classes, dim), initializer="zeros",
-            trainable=False, dtype="float32", autocast=False)
+            trainable=False, dtype="float32", autocast=False,
+            **table_ops(self._backend).table_options())
 
     def call(self, inputs, training=None):
         if not isinstance(inputs, (list, tuple)):
@@ -171,9 +173,10 @@ class CenterLoss(keras.layers.Layer):
         # reads row 0 and has weight 0: it never moves a center.
         keep = keras.ops.cast(ok, "float32")
         weights = keep if weights is None else keep * keras.ops.where(ok, weights, 0.0)
-        # One read for the loss and the update: the loss sees the pre-update centers.
-        centers_batch = keras.ops.stop_gradient(table.read(self.centers, ids))
-        per_sample = formulas.per_sample_center_loss(features, centers_batch, self._backend)
+        # The loss sees the pre-update centers. Frozen (layer or model
+        # trainable=False) centers stay put, as BatchNormalization's statistics do.
+        per_sample, centers_batch = table.term(self.centers, ids, features, self.alpha,
+                                               weights, bool(training and self.trainable), what)
         if self._center_metric is not None:
             keras3_metrics.record(self._center_metric, self, keras_step()[0], ids, ok,
                                   features, centers_batch, weights)
@@ -181,13 +184,6 @@ class CenterLoss(keras.layers.Layer):
         # There the term also reads NaN, so the progress bar, History and
         # TerminateOnNaN show the bad batch; no gradient reaches the NaN.
         per_sample = keras.ops.where(ok, per_sample, float("nan"))
-        # Frozen (layer or model trainable=False) centers stay put, as
-        # BatchNormalization's moving statistics do.
-        if training and self.trainable:
-            class_ids, deltas = formulas.center_update(
-                ids, keras.ops.stop_gradient(features), centers_batch, self.alpha,
-                weights, self._backend)
-            table.subtract(self.centers, class_ids, deltas)
         return (table.after(check, self.weight * keras.ops.mean(per_sample)),
                 table.after(check, embedding), check)
 
@@ -271,7 +267,9 @@ class CenterLossModel(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         logits, embedding = y_pred
         loss = super().compute_loss(x, y, logits, sample_weight, training=training)
-        return loss + self.center_loss.term(y, embedding, sample_weight, training=training)
+        # Scaled per replica as Keras scales the compiled loss (tf.distribute).
+        return loss + replica_share(self.center_loss.term(y, embedding, sample_weight,
+                                                          training=training))
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         return super().compute_metrics(x, y, y_pred[0], sample_weight)

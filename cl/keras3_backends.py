@@ -23,6 +23,7 @@ import keras
 import numpy as np
 from keras.src.backend.common import global_state
 from keras.src.backend.common.stateless_scope import get_stateless_scope
+from keras.src.losses.loss import scale_loss_for_distribution
 
 from cl import formulas, rules
 
@@ -126,7 +127,36 @@ def _warn_if_invalid(shown, weights, num_classes, what):
                       f"JAX would lose the model's state).", RuntimeWarning, stacklevel=2)
 
 
-class _TensorFlowTable:
+def replica_share(loss):
+    """`loss` as Keras scales a loss of one replica's batch (1 / replicas under
+    a tf.distribute strategy; unchanged elsewhere)."""
+    return scale_loss_for_distribution(loss)
+
+
+class _Table:
+    backend = None
+
+    def table_options(self):
+        """Extra `add_weight` arguments for a new centers table."""
+        return {}
+
+    def term(self, variable, ids, features, alpha, weights, update, what):
+        """`(per_sample, centers_batch)`: the per-sample loss and the rows it
+        read (pre-update); applies the update on `weights`' samples if
+        `update`. One read serves the loss and the update."""
+        centers_batch = keras.ops.stop_gradient(self.read(variable, ids))
+        per_sample = formulas.per_sample_center_loss(features, centers_batch, self.backend)
+        if update:
+            class_ids, deltas = formulas.center_update(
+                ids, keras.ops.stop_gradient(features), centers_batch, alpha, weights,
+                self.backend)
+            self.subtract(variable, class_ids, deltas)
+        return per_sample, centers_batch
+
+
+class _TensorFlowTable(_Table):
+    backend = formulas.TENSORFLOW
+
     def __init__(self):
         import tensorflow as tf
         self.tf = tf
@@ -170,17 +200,22 @@ class _TensorFlowTable:
         variable.value.scatter_sub(self.tf.IndexedSlices(deltas, ids))
 
     def refuse_strategy(self, what):
-        tf = self.tf
-        if tf.distribute.has_strategy():
-            raise ValueError(
-                f"{what}: tf.distribute strategies are not supported yet (received "
-                f"{type(tf.distribute.get_strategy()).__name__}): each replica would "
-                f"update its own copy of the centers from its part of the batch. Train "
-                f"on one device, or use the graph API (cl.center_loss) under the strategy. "
-                f"Nothing was changed.")
+        from cl import keras3_replicas  # TensorFlow only: lazily
+        keras3_replicas.refuse_strategy(what)
+
+    def table_options(self):
+        from cl import keras3_replicas
+        return keras3_replicas.table_options()
+
+    def term(self, variable, ids, features, alpha, weights, update, what):
+        from cl import keras3_replicas
+        distributed = keras3_replicas.term(variable, ids, features, alpha, weights, update, what)
+        return distributed or super().term(variable, ids, features, alpha, weights, update, what)
 
 
-class _JaxTable:
+class _JaxTable(_Table):
+    backend = formulas.JAX
+
     def __init__(self):
         import jax
         self.jax = jax

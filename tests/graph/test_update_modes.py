@@ -120,3 +120,26 @@ def test_blog_loss_takes_training(session, rng, monkeypatch, training):
         np.testing.assert_allclose(
             session.run(table), reference.update_centers(y, x, np.zeros((C, C)), cl.ALPHA),
             rtol=1e-5, atol=1e-6)
+
+
+def test_gradient_mode_under_keras_fit_and_evaluate(rng, monkeypatch):
+    """Package-wide gradient mode changes nothing under Keras 2: fit updates
+    once per step by the rule, evaluate moves nothing."""
+    from cl import compat
+    keras = compat.keras_module()
+    monkeypatch.setattr(cl, "UPDATE_ON", "gradient")
+    monkeypatch.setattr(cl, "NUM_CLASSES", C)
+    monkeypatch.setattr(cl, "ALPHA", ALPHA)
+    inputs = keras.Input((D_IN,))
+    model = keras.Model(inputs, keras.layers.Dense(C)(inputs))
+    cl.compile_model(model, keras.optimizers.legacy.SGD(0.0))
+    y = rng.integers(0, C, B)
+    x = rng.normal(size=(B, D_IN)).astype(np.float32)
+    logits = model.predict(x, batch_size=B)
+    model.fit(x, np.eye(C)[y], batch_size=B, epochs=1, verbose=0)
+    table = cl.centers_of(model)[0]
+    session = compat.keras_backend(model).get_session()
+    expected = reference.update_centers(y, logits, np.zeros((C, C)), ALPHA)
+    np.testing.assert_allclose(session.run(table), expected, rtol=1e-5, atol=1e-6)
+    model.evaluate(x, np.eye(C)[y], batch_size=B, verbose=0)
+    np.testing.assert_allclose(session.run(table), expected, rtol=1e-5, atol=1e-6)

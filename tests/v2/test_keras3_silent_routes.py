@@ -343,7 +343,9 @@ class TestItem5Freezing:
 
 @pytest.mark.skipif(not TF, reason="tf.distribute is TensorFlow's")
 class TestItem6Strategies:
-    def test_every_route_refused_before_any_change(self):
+    def test_every_route_of_an_unsupported_strategy_refused_before_any_change(self):
+        # MirroredStrategy is exact (tests/v2/test_keras3_distribute.py);
+        # CentralStorageStrategy would update one table per replica.
         code = textwrap.dedent("""
             import numpy as np, tensorflow as tf
             cpu = tf.config.list_physical_devices("CPU")[0]
@@ -351,12 +353,12 @@ class TestItem6Strategies:
                 cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
             import keras
             from cl.keras3 import CenterLoss, CenterLossModel
-            strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+            strategy = tf.distribute.experimental.CentralStorageStrategy(["/cpu:0", "/cpu:1"])
             def refused(build):
                 try:
                     build()
-                except ValueError as error:
-                    return "MirroredStrategy" in str(error) and "not supported" in str(error)
+                except NotImplementedError as error:
+                    return "does not support CentralStorageStrategy" in str(error)
                 return False
             def functional():
                 x, y = keras.Input((3,)), keras.Input((), dtype="int32")

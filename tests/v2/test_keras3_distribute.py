@@ -1,0 +1,80 @@
+"""cl.keras3 on TensorFlow under tf.distribute.MirroredStrategy (issue 16,
+item 2), with the user's standard Keras code: the layer and
+CenterLossModel built and compiled in strategy.scope(), trained with fit.
+Against the numpy reference applied to the GLOBAL batch (every replica's
+batch concatenated).
+
+The replicas are 2 logical CPU devices, which must be configured before
+TensorFlow initialises, so tests/scripts/keras3_mirrored_fit.py runs in a
+subprocess, as `python -c` from the folder pytest runs in (so `import cl`
+finds the checkout under test), and reports its worst deviations.
+"""
+
+import json
+import os
+
+import pytest
+from conftest import keras3_or_skip
+from helpers import run_python
+
+keras = keras3_or_skip()
+if keras.backend.backend() != "tensorflow":
+    pytest.skip("tf.distribute is TensorFlow's (KERAS_BACKEND=tensorflow)",
+                allow_module_level=True)
+
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUNS = ["layer", "layer_weighted", "model"]
+# float32 rounding against the float64 reference.
+CENTER_TOLERANCE, LOSS_TOLERANCE = 1e-5, 1e-5
+
+
+@pytest.fixture(scope="module")
+def report():
+    with open(os.path.join(TESTS, "scripts", "keras3_mirrored_fit.py")) as file:
+        done = run_python(file.read(), TESTS, timeout=240)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, done.stderr[-3000:]
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+@pytest.mark.parametrize("run", RUNS)
+def test_table_is_mirrored_with_only_first_replica(report, run):
+    assert (report[run]["kind"], report[run]["aggregation"], report[run]["copies"]) == \
+        ("MirroredVariable", "ONLY_FIRST_REPLICA", 2)
+
+
+@pytest.mark.parametrize("run", RUNS)
+def test_fit_copies_bitwise_equal_and_follow_the_global_batch(report, run):
+    # 3 fits of 4 steps each (batches 8, 8, 8 and a short 5, split 3/2);
+    # "layer_weighted" and "model" pass fit's sample_weight.
+    assert report[run]["steps"] == 12
+    assert report[run]["copies_equal"] and report[run]["moved"]
+    assert report[run]["center_dev"] < CENTER_TOLERANCE
+
+
+@pytest.mark.parametrize("run", RUNS)
+def test_evaluate_predict_and_validation_never_move_the_centers(report, run):
+    assert report[run]["frozen_outside_training"]
+    assert report[run]["validation_dev"] < CENTER_TOLERANCE
+
+
+@pytest.mark.parametrize("run", RUNS)
+def test_loss_is_the_one_device_loss(report, run):
+    assert report[run]["loss_dev"] < LOSS_TOLERANCE
+
+
+@pytest.mark.parametrize("run", RUNS)
+def test_keras_file_round_trip_restores_every_copy(report, run):
+    assert report[run]["round_trip"]
+
+
+def test_one_device_strategy_takes_the_one_device_path(report):
+    assert report["one_device"]["kind"] == "ResourceVariable"
+    assert report["one_device"]["center_dev"] < CENTER_TOLERANCE
+
+
+def test_other_strategies_refused(report):
+    assert report["refused"] == (
+        "CenterLoss 'center' does not support CentralStorageStrategy (2 replicas): its "
+        "replicas' centers would drift apart. Use tf.distribute.MirroredStrategy, "
+        "MultiWorkerMirroredStrategy, or cl.keras3 on one device (no strategy).")
