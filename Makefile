@@ -11,20 +11,21 @@ endif
 BIN := $(VENV)/bin
 REQUIREMENTS := requirements/tf$(TF).txt
 STAMP := $(VENV)/.installed-tf$(TF)
-# Keras 3 on JAX, no TensorFlow: the cl.keras3 tests on the JAX backend.
+# Keras 3 on JAX and PyTorch, no TensorFlow: the cl.keras3 tests on those backends.
 JAX_VENV ?= .venv-jax
 JAX_STAMP := $(JAX_VENV)/.installed-jax
 # TensorFlow's C++ start-up chatter hides the output that matters.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv venv-jax test test-jax selftest lint demo bench gpu-check examples check clean
+.PHONY: help venv venv-jax test test-jax test-torch selftest lint demo bench gpu-check examples check clean
 
 help:
 	@echo "make demo      train on sklearn digits, write out/demo/{features.png,metrics.csv}"
 	@echo "make test      create $(VENV) if missing and run the tests (TF=$(TF))"
 	@echo "make test TF=2.15   the same on TensorFlow 2.15"
 	@echo "make test-jax  create $(JAX_VENV) if missing and run tests/v2 on Keras 3 + JAX"
+	@echo "make test-torch  the same on Keras 3 + PyTorch (CPU), in $(JAX_VENV)"
 	@echo "make selftest  python -m cl"
 	@echo "make lint      ruff"
 	@echo "make bench     cost of center loss vs softmax and other formulations"
@@ -63,6 +64,9 @@ test: venv
 
 test-jax: venv-jax
 	CL_REQUIRE_KERAS3=1 KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest tests/v2
+
+test-torch: venv-jax
+	CL_REQUIRE_KERAS3=1 KERAS_BACKEND=torch $(JAX_VENV)/bin/python -m pytest tests/v2
 
 selftest: venv
 	$(BIN)/python -m cl

@@ -19,13 +19,14 @@ No variables, sessions or Keras here: the front-ends (`cl.ops`, `cl.tf2`,
 `cl.keras3`) own the centers table and apply the update; these functions only
 compute. They are written once against a handful of primitives (`Math`), so
 the same lines serve TensorFlow (the default, imported on first use) and JAX
-(`backend=JAX`, no TensorFlow needed).
+(`backend=JAX`, no TensorFlow needed) and PyTorch (`backend=TORCH`).
 """
 
 import functools
 
 TENSORFLOW = "tensorflow"
 JAX = "jax"
+TORCH = "torch"
 
 
 def check_alpha(alpha):
@@ -50,7 +51,7 @@ def per_sample_center_loss(features, centers_batch, backend=TENSORFLOW):
     Args:
       features: float `[batch, dim]`, the x_i.
       centers_batch: float `[batch, dim]`, row i holding c_{y_i}; same dtype.
-      backend: `TENSORFLOW` (default) or `JAX`: whose tensors these are.
+      backend: `TENSORFLOW` (default), `JAX` or `TORCH`: whose tensors these are.
 
     Returns:
       `[batch]`, same dtype as `features`.
@@ -71,7 +72,7 @@ def center_update(labels, features, centers_batch, alpha, weights=None, backend=
       weights: float `[batch]` >= 0, or None for all ones. A sample of weight
         0, or whose features are not all finite (NaN/Inf), neither moves its
         center nor counts in n_j.
-      backend: `TENSORFLOW` (default) or `JAX`: whose tensors these are.
+      backend: `TENSORFLOW` (default), `JAX` or `TORCH`: whose tensors these are.
 
     Returns:
       `(class_ids, deltas)`: int `[k]` unique classes of the batch and float
@@ -109,7 +110,10 @@ def math_of(backend):
         return _TensorFlowMath()
     if backend == JAX:
         return _JaxMath()
-    raise ValueError(f"backend must be {TENSORFLOW!r} or {JAX!r}; received {backend!r}.")
+    if backend == TORCH:
+        return _TorchMath()
+    raise ValueError(
+        f"backend must be {TENSORFLOW!r}, {JAX!r} or {TORCH!r}; received {backend!r}.")
 
 
 class _TensorFlowMath:
@@ -224,3 +228,59 @@ class _JaxMath:
 
     def segment_sum(self, data, segment_ids, num_segments):
         return self.jax.ops.segment_sum(data, segment_ids, num_segments=num_segments)
+
+
+class _TorchMath:
+    """torch, eager: the k classes of the batch, as on TensorFlow."""
+
+    def __init__(self):
+        import torch
+        self.torch = torch
+
+    def sum_rows(self, x):
+        return self.torch.sum(x, dim=1)
+
+    def square(self, x):
+        return self.torch.square(x)
+
+    def ones_like(self, x, dtype):
+        return self.torch.ones_like(x, dtype=dtype)
+
+    def zeros_like(self, x):
+        return self.torch.zeros_like(x)
+
+    def cast(self, x, dtype):
+        return self.torch.as_tensor(x).to(dtype)
+
+    def isfinite(self, x):
+        return self.torch.isfinite(x)
+
+    def is_floating(self, x):
+        return x.dtype.is_floating_point
+
+    def floor(self, x):
+        return self.torch.floor(x)
+
+    def all_rows(self, x):
+        return self.torch.all(x, dim=1)
+
+    def any_rows(self, x):
+        return self.torch.any(x, dim=1)
+
+    def logical_and(self, a, b):
+        return self.torch.logical_and(a, b)
+
+    def where(self, condition, a, b):
+        return self.torch.where(condition, a, b)
+
+    def broadcast_like(self, x, like):
+        return x.expand_as(like)
+
+    def unique(self, labels):
+        # Segments over the k classes present, never all C: O(batch), not O(C).
+        class_ids, sample_to_class = self.torch.unique(labels, return_inverse=True)
+        return class_ids, sample_to_class.reshape(-1), class_ids.shape[0]
+
+    def segment_sum(self, data, segment_ids, num_segments):
+        out = data.new_zeros((num_segments,) + tuple(data.shape[1:]))
+        return out.index_add(0, segment_ids, data)

@@ -1,4 +1,4 @@
-"""Keras 3 (TensorFlow and JAX backends): center loss as a layer, or in a model.
+"""Keras 3 (TensorFlow, JAX and PyTorch backends): center loss as a layer, or in a model.
 
 `CenterLoss` is a layer holding the `[num_classes, dim]` centers as a
 non-trainable float32 weight. Called on `[embedding, labels]` (optionally
@@ -162,6 +162,7 @@ class CenterLoss(keras.layers.Layer):
         table.refuse_strategy(what)
         # Without training both calls read the same centers: nothing to refuse.
         if training and self._last_step.seen(step_token()):
+            table.undo(self.centers)  # eager (torch): the first call's update
             raise ValueError(self._second_call_message("in one step"))
         features = keras.ops.cast(embedding, "float32")
         if len(features.shape) != 2:
@@ -247,11 +248,11 @@ class CenterLossModel(keras.Model):
         return self.backbone(inputs, training=training)
 
     def train_step(self, *args):
-        if keras.backend.backend() == "tensorflow":
-            # Check the labels (and weights) before the step: eager, an error
-            # now; in a graph, every write of the step (weights, statistics,
-            # optimizer, metrics) waits for the check, so a refused step
-            # changes nothing. The centers' writes wait for it anyway (their
+        if keras.backend.backend() in ("tensorflow", "torch"):
+            # Check the labels (and weights) before the step: eager (TF, torch),
+            # an error now; in a graph, every write of the step (weights,
+            # statistics, optimizer, metrics) waits for the check, so a refused
+            # step changes nothing. The centers' writes wait for it anyway (their
             # ids do), and a dense read of the table is what we must avoid.
             x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(args[0])
             if not self.built:  # Keras on TensorFlow builds in the first step

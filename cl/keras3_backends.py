@@ -3,7 +3,8 @@
 Sparse reads and writes of the centers table, O(batch * dim) whatever
 num_classes is: `tf.gather` / `scatter_sub` on TensorFlow (`keras.ops.take`
 on a variable reads the whole table there), static-size `jnp.unique` and
-`.at[].add` on JAX (in place under jit, where Keras donates the state).
+`.at[].add` on JAX (in place under jit, where Keras donates the state),
+`index_select` / `index_add_` on PyTorch (`cl.keras3_torch`).
 
 The checks on labels and sample weights: an error before anything changes
 where the backend can raise, else the bad samples are masked by the caller
@@ -27,7 +28,7 @@ from keras.src.losses.loss import scale_loss_for_distribution
 
 from cl import formulas, rules
 
-_BACKENDS = {"tensorflow": formulas.TENSORFLOW, "jax": formulas.JAX}
+_BACKENDS = {"tensorflow": formulas.TENSORFLOW, "jax": formulas.JAX, "torch": formulas.TORCH}
 
 
 def math_backend():
@@ -35,7 +36,7 @@ def math_backend():
     name = keras.backend.backend()
     if name not in _BACKENDS:
         raise NotImplementedError(
-            f"cl.keras3 supports the TensorFlow and JAX backends of Keras 3; "
+            f"cl.keras3 supports the TensorFlow, JAX and PyTorch backends of Keras 3; "
             f"KERAS_BACKEND is {name!r}.")
     return _BACKENDS[name]
 
@@ -128,8 +129,7 @@ def _warn_if_invalid(shown, weights, num_classes, what):
 
 
 def replica_share(loss):
-    """`loss` as Keras scales a loss of one replica's batch (1 / replicas under
-    a tf.distribute strategy; unchanged elsewhere)."""
+    """`loss` scaled as Keras scales one replica's loss (tf.distribute)."""
     return scale_loss_for_distribution(loss)
 
 
@@ -140,6 +140,9 @@ class _Table:
         """Extra `add_weight` arguments for a new centers table."""
         return {}
 
+    def undo(self, variable):
+        """Reverts this step's update where it already ran (eager torch)."""
+
     def term(self, variable, ids, features, alpha, weights, update, what):
         """`(per_sample, centers_batch)`: the per-sample loss and the rows it
         read (pre-update); applies the update on `weights`' samples if
@@ -147,10 +150,9 @@ class _Table:
         centers_batch = keras.ops.stop_gradient(self.read(variable, ids))
         per_sample = formulas.per_sample_center_loss(features, centers_batch, self.backend)
         if update:
-            class_ids, deltas = formulas.center_update(
+            self.subtract(variable, *formulas.center_update(
                 ids, keras.ops.stop_gradient(features), centers_batch, alpha, weights,
-                self.backend)
-            self.subtract(variable, class_ids, deltas)
+                self.backend))
         return per_sample, centers_batch
 
 
@@ -252,6 +254,9 @@ class _JaxTable(_Table):
 
 @functools.lru_cache(maxsize=None)
 def table_ops(backend):
+    if backend == formulas.TORCH:
+        from cl import keras3_torch  # torch only: lazily
+        return keras3_torch.table(_Table, _raise_if_invalid)
     return _TensorFlowTable() if backend == formulas.TENSORFLOW else _JaxTable()
 
 

@@ -3,7 +3,7 @@
 Never imports tests/graph/conftest.py (it turns eager execution off for the
 whole process); `make test` runs this folder in a pytest process of its own.
 The Keras backend is whatever KERAS_BACKEND says (TensorFlow by default,
-`make test-jax` sets jax). Files skip what their environment lacks:
+`make test-jax` sets jax, `make test-torch` torch). Files skip what their environment lacks:
 Keras 3 (absent on the TF 2.15 line) or TensorFlow (absent in .venv-jax).
 """
 
@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def keras3_or_skip():
     """The keras module if it is Keras 3, else skips the calling module, or
     fails it where the environment pins Keras 3 (CL_REQUIRE_KERAS3=1, set by
-    `make test` on TF 2.21 and `make test-jax`): a broken set-up must not
+    `make test` on TF 2.21, `make test-jax` and `make test-torch`): a broken set-up must not
     pass as skipped tests."""
     try:
         import keras

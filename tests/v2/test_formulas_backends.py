@@ -1,4 +1,4 @@
-"""cl.formulas directly on eager TensorFlow and on JAX (each where it is
+"""cl.formulas directly on eager TensorFlow, JAX and PyTorch (each where it is
 installed), against tests/reference.py: the cases of
 tests/formula_cases.py, which tests/graph/test_formulas.py runs as graph ops.
 """
@@ -11,10 +11,10 @@ import pytest
 
 from cl import formulas
 
-BACKENDS = [backend for backend in (formulas.TENSORFLOW, formulas.JAX)
+BACKENDS = [backend for backend in (formulas.TENSORFLOW, formulas.JAX, formulas.TORCH)
             if importlib.util.find_spec(backend) is not None]
 if not BACKENDS:
-    pytest.skip("neither TensorFlow nor JAX is installed", allow_module_level=True)
+    pytest.skip("none of TensorFlow, JAX, PyTorch is installed", allow_module_level=True)
 
 
 def to_tensor(backend, value):
@@ -23,6 +23,9 @@ def to_tensor(backend, value):
     if backend == formulas.JAX:
         import jax.numpy as jnp
         return jnp.asarray(value)
+    if backend == formulas.TORCH:
+        import torch
+        return torch.as_tensor(value)
     import tensorflow as tf
     return tf.constant(value)
 

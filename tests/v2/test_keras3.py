@@ -78,6 +78,8 @@ def test_sample_weight_input_weights_the_update(rng, jit):
 
 
 def test_steps_per_execution_and_fit(rng):
+    if BACKEND == "torch":
+        pytest.skip("Keras's torch trainer refuses steps_per_execution > 1")
     model, layer = build(steps_per_execution=3)
     data = list(batches(rng, 6))
     x = np.concatenate([b[0] for b in data])
@@ -203,7 +205,11 @@ def test_out_of_range_labels_in_a_compiled_step(rng, jit):
     before = centers_of(layer)
     bad = y.copy()
     bad[3] = C + 5
-    if BACKEND == "tensorflow" and not jit:
+    if BACKEND == "torch":  # an eager step (torch.compile too): refused before any change
+        with pytest.raises(ValueError, match=r"num_classes=7.*No center was changed"):
+            model.train_on_batch([x, bad], y)
+        assert np.array_equal(centers_of(layer), before)
+    elif BACKEND == "tensorflow" and not jit:
         import tensorflow as tf
         with pytest.raises(tf.errors.InvalidArgumentError, match=r"num_classes=7"):
             model.train_on_batch([x, bad], y)
@@ -289,3 +295,39 @@ class TestCenterLossModel:
         assert isinstance(loaded, CenterLossModel)
         assert np.array_equal(centers_of(loaded.center_loss), centers_of(model.center_loss))
         assert not np.all(centers_of(loaded.center_loss) == 0)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch's ops, seen by a dispatch mode (TensorFlow: "
+                    "test_keras3_metrics reads the step's graph)")
+def test_torch_step_touches_only_the_batch_rows(rng):
+    """Cost flat in C: in a torch training step, only index_select (the B
+    rows read) and index_add_ (the k rows written) touch the table, and
+    nothing of the step is O(C)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    classes = 100_000
+    x_in, y_in = keras.Input((D,)), keras.Input((), dtype="int32")
+    layer = CenterLoss(classes, alpha=ALPHA, weight=WEIGHT)
+    model = keras.Model([x_in, y_in], keras.layers.Dense(C)(layer([x_in, y_in])))
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = next(batches(rng, 1))
+    model.train_on_batch([x, y], y)
+    table = layer.centers.value
+    touching, big = [], []
+
+    class Spy(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            tensors = [t for t in keras.tree.flatten((args, kwargs, out)) if hasattr(t, "data_ptr")]
+            if any(t.data_ptr() == table.data_ptr() for t in tensors):
+                touching.append(func.__name__)
+            elif any(t.numel() >= classes for t in tensors):
+                big.append(func.__name__)
+            return out
+
+    before = centers_of(layer)
+    with Spy():
+        model.train_on_batch([x, y], y)
+    assert sorted(set(touching)) == ["index_add_.default", "index_select.default"], touching
+    assert not big, big
+    np.testing.assert_allclose(centers_of(layer), reference.update_centers(y, x, before, ALPHA),
+                               rtol=1e-5, atol=1e-6)

@@ -20,6 +20,10 @@ from cl.keras3 import CenterLoss, CenterLossModel  # noqa: E402
 C, D, B, ALPHA, WEIGHT = 5, 3, 12, 0.5, 0.1
 BACKEND = keras.backend.backend()
 TF = BACKEND == "tensorflow"
+# Keras's torch step runs eagerly on the variables themselves (jit_compile
+# too: torch.compile falls back to eager around cl's check): a bad label
+# raises before any change and no state is lost.
+TORCH = BACKEND == "torch"
 TOL = dict(rtol=1e-5, atol=1e-6)
 # Where a step cannot raise (TF under XLA, any Keras step on JAX): NaN loss,
 # the bad sample left out; else an error before anything changes.
@@ -41,6 +45,14 @@ def assert_same_state(model, before):
     assert len(after) == len(before)
     for a, b in zip(after, before):
         np.testing.assert_array_equal(a, b)
+
+
+def refusal():
+    """What a refused step raises: TF's graph assert, or cl's eager check (torch)."""
+    if TORCH:
+        return ValueError
+    import tensorflow as tf
+    return tf.errors.InvalidArgumentError
 
 
 def data(rng, labels_dtype="int32"):
@@ -89,6 +101,12 @@ def warm(model, rng, inputs_of=lambda x, y: [x, y]):
 def step_expecting_refusal(model, layer, inputs, y, bad_positions, x, before, **kwargs):
     """A step on bad data: an error where the backend can raise (nothing
     changed), else a NaN loss with the bad samples left out of the update."""
+    if TORCH:
+        state = state_of(model)
+        with pytest.raises(ValueError, match="No center was changed") as caught:
+            model.train_on_batch(inputs, y, **kwargs)
+        assert_same_state(model, state)
+        return str(caught.value)
     compiled = getattr(model, "jit_compile", False) or not TF
     if not compiled:
         import tensorflow as tf
@@ -396,8 +414,8 @@ class TestItem10UsableAfterABadLabel:
             warnings.simplefilter("ignore", RuntimeWarning)
             try:
                 model.fit([x, bad], y, batch_size=B, verbose=0)
-            except Exception as error:  # TF without XLA refuses: what it says
-                assert TF and not jit and "num_classes=5" in str(error)
+            except Exception as error:  # TF without XLA, torch refuse: what they say
+                assert (TORCH or TF and not jit) and "num_classes=5" in str(error)
         assert len(model.get_weights()) == 5
         before = centers_of(layer)
         model.fit([x, y], y, batch_size=B, verbose=0)
@@ -406,19 +424,18 @@ class TestItem10UsableAfterABadLabel:
 
 
 class TestItem11RefusedStepChangesNothing:
-    @pytest.mark.skipif(not TF, reason="a Keras step on JAX cannot raise (see item 10)")
+    @pytest.mark.skipif(BACKEND == "jax", reason="a Keras step on JAX cannot raise (item 10)")
     def test_layer_step_moves_no_weight_nor_iterations(self, rng):
         model, layer = layer_model()
         before = warm(model, rng)
         x, y = data(rng)
         bad = y.copy()
         bad[4] = -1  # the layer's labels only: the compiled softmax sees good ones
-        import tensorflow as tf
-        with pytest.raises(tf.errors.InvalidArgumentError, match="num_classes=5"):
+        with pytest.raises(refusal(), match="num_classes=5"):
             model.train_on_batch([x, bad], y)
         assert_same_state(model, before)
 
-    @pytest.mark.skipif(not TF, reason="a Keras step on JAX cannot raise (see item 10)")
+    @pytest.mark.skipif(BACKEND == "jax", reason="a Keras step on JAX cannot raise (item 10)")
     def test_center_loss_model_step_moves_nothing(self, rng):
         x_in = keras.Input((D,))
         hidden = keras.layers.BatchNormalization()(keras.layers.Dense(D)(x_in))
@@ -429,10 +446,9 @@ class TestItem11RefusedStepChangesNothing:
         before = warm(model, rng, lambda x, y: x)
         x, y = data(rng)
         y[4] = C
-        import tensorflow as tf
         # The compiled softmax may fail first on the same label: either way
         # every write of the step waits for cl's check, and none runs.
-        with pytest.raises(tf.errors.InvalidArgumentError,
+        with pytest.raises(refusal(),
                            match="num_classes=5|outside the valid range"):
             model.train_on_batch(x, y)
         assert_same_state(model, before)

@@ -7,6 +7,7 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
 from conftest import keras3_or_skip
 
 keras = keras3_or_skip()
@@ -38,6 +39,8 @@ def test_demo_keras3_tiny_run(tmp_path):
 
 
 def test_bench_keras3_quick(tmp_path):
+    if BACKEND == "torch":
+        pytest.skip("bench_keras3.py has no torch rows yet (issue 16, item 6)")
     run(str(ROOT / "bench" / "bench_keras3.py"), "--quick", "--backend", BACKEND,
         "--out", str(tmp_path))
     report = json.loads((tmp_path / f"keras3_{BACKEND}.json").read_text())
