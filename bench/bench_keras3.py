@@ -3,6 +3,7 @@
 Run by `make bench` once per backend:
     .venv/bin/python bench/bench_keras3.py --backend tensorflow
     KERAS_BACKEND=jax .venv-jax/bin/python bench/bench_keras3.py --backend jax
+    KERAS_BACKEND=torch .venv-jax/bin/python bench/bench_keras3.py --backend torch
 Writes DIR/keras3_<backend>.json and .md and prints them. Ratios only: the
 absolute times depend on the machine.
 
@@ -63,6 +64,17 @@ def floor_step(keras, backend, num_classes, labels, features):
             tf.raw_ops.ResourceScatterSub(resource=table.handle, indices=labels,
                                           updates=0.5 * (rows - features))
         return step, table.numpy
+    if backend == "torch":
+        import torch
+        table = torch.zeros((num_classes, DIM))
+        labels = torch.as_tensor(labels, dtype=torch.int64)
+        features = torch.as_tensor(features)
+
+        def step():
+            with torch.no_grad():
+                rows = table.index_select(0, labels)
+                table.index_add_(0, labels, -0.5 * (rows - features))
+        return step, table.numpy
     import jax
     import jax.numpy as jnp
     state = {"table": jnp.zeros((num_classes, DIM), jnp.float32)}
@@ -92,7 +104,7 @@ def time_floor(keras, backend, num_classes, labels, features, repeats):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backend", choices=["tensorflow", "jax"], required=True)
+    parser.add_argument("--backend", choices=["tensorflow", "jax", "torch"], required=True)
     parser.add_argument("--out", default="out/bench")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--quick", action="store_true", help="C = 10, 1000 and 5 repeats")

@@ -6,9 +6,12 @@ their own folders and run in their own pytest process: graph mode is a
 process-wide switch. `pytest.ini` puts this folder on sys.path.
 """
 
+import json
 import os
 import subprocess
 import sys
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
 def run_python(code, *args, env=None, timeout=300):
@@ -16,3 +19,17 @@ def run_python(code, *args, env=None, timeout=300):
     full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
                           text=True, env=full_env, timeout=timeout)
+
+
+def script(name):
+    """The source of tests/scripts/<name>.py (run it with `run_python`, from
+    the repo root, so that it imports the checkout under test)."""
+    with open(os.path.join(TESTS, "scripts", f"{name}.py")) as file:
+        return file.read()
+
+
+def result_of(stdout, stderr):
+    """The JSON of a script's last `RESULT ` line."""
+    lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, f"no result; stdout tail:\n{stdout[-2000:]}\nstderr tail:\n{stderr[-3000:]}"
+    return json.loads(lines[-1][len("RESULT "):])

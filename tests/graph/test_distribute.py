@@ -9,7 +9,6 @@ subprocesses run the scripts in tests/scripts/ (as `python -c`, from the
 folder pytest runs in, so `import cl` finds the checkout under test).
 """
 
-import json
 import os
 import re
 import socket
@@ -20,26 +19,15 @@ import numpy as np
 import pytest
 import reference
 import tensorflow as tf
-from helpers import run_python
+from helpers import TESTS, result_of, run_python, script
 
 import cl
 
-TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 C, D = 10, 3
 # float32 rounding of the update against the float64 reference.
 TOLERANCE = 1e-5
 
 
-def script(name):
-    """The source of tests/scripts/<name>.py."""
-    with open(os.path.join(TESTS, "scripts", f"{name}.py")) as file:
-        return file.read()
-
-
-def result_of(stdout, stderr):
-    lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, f"no result; stderr tail:\n{stderr[-3000:]}"
-    return json.loads(lines[-1][len("RESULT "):])
 
 
 @pytest.fixture(scope="module")

@@ -2,23 +2,14 @@
 a global K.set_learning_phase(0) stops the update, and a second model
 compiled with cl.loss in the same graph (k-fold) gets a table of its own."""
 
-import json
-import os
-
 import pytest
-from helpers import run_python
-
-TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(TESTS, "scripts", "keras2_strategy_phase_and_kfold.py")
+from helpers import TESTS, result_of, run_python, script
 
 
 def result(kind, case):
     """Runs one case of the script in a process of its own."""
-    with open(SCRIPT) as script:
-        done = run_python(script.read(), kind, TESTS, case, timeout=300)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, done.stdout[-2000:] + done.stderr[-3000:]
-    return json.loads(lines[-1][len("RESULT "):])[case]
+    done = run_python(script("keras2_strategy_phase_and_kfold"), kind, TESTS, case, timeout=300)
+    return result_of(done.stdout, done.stderr)[case]
 
 
 @pytest.mark.parametrize("kind", ["v2", "v1"])

@@ -7,18 +7,13 @@ trains with learning rate 0 (the features stay fixed), runs a given set of
 fetches, and compares the centers with the numpy rule applied once per run.
 """
 
-import json
-import os
-
 import numpy as np
 import pytest
 import reference
 import tensorflow as tf
-from helpers import run_python
+from helpers import TESTS, result_of, run_python, script
 
 import cl
-
-TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 C, D_IN, D, B, ALPHA, LAMBDA = 6, 5, 3, 8, 0.5, 0.1
 
@@ -229,11 +224,7 @@ def test_tf_data_with_drop_remainder(session, rng):
 def test_mirrored_strategy_train_op_alone(kind):
     """Raw strategy.run code, static batch: every copy follows the rule on
     the global batch, once per run."""
-    script = os.path.join(TESTS, "scripts", "mirrored_train_op_alone.py")
-    with open(script) as source:
-        done = run_python(source.read(), TESTS, kind, timeout=300)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, done.stdout[-2000:] + done.stderr[-3000:]
-    report = json.loads(lines[-1][len("RESULT "):])
+    done = run_python(script("mirrored_train_op_alone"), TESTS, kind, timeout=300)
+    report = result_of(done.stdout, done.stderr)
     assert report["copies_equal"] and report["moved"] > 0.1
     assert report["deviation"] < 1e-5

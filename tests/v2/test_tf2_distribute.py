@@ -10,7 +10,6 @@ processes on 127.0.0.1. The scripts are tests/scripts/tf2_*.py, run as
 checkout under test. Each reports its worst deviations, asserted here.
 """
 
-import json
 import os
 import re
 import socket
@@ -18,11 +17,10 @@ import subprocess
 import sys
 
 import pytest
-from helpers import run_python
+from helpers import TESTS, result_of, run_python, script
 
 pytest.importorskip("tensorflow")
 
-TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # float32 rounding against the float64 reference (losses reach ~50).
 CENTER_TOLERANCE, LOSS_TOLERANCE = 1e-5, 1e-4
 REFUSED_STRATEGY = ("does not support CentralStorageStrategy (2 replicas): its replicas' "
@@ -30,15 +28,6 @@ REFUSED_STRATEGY = ("does not support CentralStorageStrategy (2 replicas): its r
                     "MultiWorkerMirroredStrategy, or cl.tf2.CenterLoss without a strategy.")
 
 
-def script(name):
-    with open(os.path.join(TESTS, "scripts", f"{name}.py")) as file:
-        return file.read()
-
-
-def result_of(stdout, stderr):
-    lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, f"no result; stderr tail:\n{stderr[-3000:]}"
-    return json.loads(lines[-1][len("RESULT "):])
 
 
 @pytest.fixture(scope="module")
