@@ -8,6 +8,7 @@ process-wide switch. `pytest.ini` puts this folder on sys.path.
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -33,3 +34,35 @@ def result_of(stdout, stderr):
     lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, f"no result; stdout tail:\n{stdout[-2000:]}\nstderr tail:\n{stderr[-3000:]}"
     return json.loads(lines[-1][len("RESULT "):])
+
+
+def free_ports(count):
+    """`count` free TCP ports on 127.0.0.1."""
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def run_workers(source, timeout=180):
+    """Runs `source` as 2 worker processes on 127.0.0.1 (argv: task index,
+    the ports, the tests folder), each killed after `timeout` seconds;
+    returns their RESULT dicts."""
+    ports = ",".join(map(str, free_ports(2)))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    workers = [subprocess.Popen([sys.executable, "-c", source, str(task), ports, TESTS],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+               for task in range(2)]
+    outputs = []
+    try:
+        for worker in workers:
+            outputs.append(worker.communicate(timeout=timeout))
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.communicate()
+    return [result_of(*output) for output in outputs]

@@ -9,17 +9,13 @@ subprocesses run the scripts in tests/scripts/ (as `python -c`, from the
 folder pytest runs in, so `import cl` finds the checkout under test).
 """
 
-import os
 import re
-import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import reference
 import tensorflow as tf
-from helpers import TESTS, result_of, run_python, script
+from helpers import TESTS, result_of, run_python, run_workers, script
 
 import cl
 
@@ -104,15 +100,6 @@ def test_keras_cases_that_cannot_be_exact_under_a_strategy_are_refused(case, mes
     assert report["unchanged"]
 
 
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
 
 def test_multi_worker_mirrored_strategy_two_processes():
     reports = run_workers(script("multi_worker_center_loss"))
@@ -125,24 +112,6 @@ def test_multi_worker_mirrored_strategy_two_processes():
         assert report["center_dev"] < TOLERANCE
         assert report["loss_dev"] < TOLERANCE
 
-
-def run_workers(source, timeout=180):
-    """Runs `source` as 2 workers on 127.0.0.1; returns their RESULT dicts."""
-    ports = ",".join(map(str, free_ports(2)))
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    workers = [subprocess.Popen([sys.executable, "-c", source, str(task), ports, TESTS],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-               for task in range(2)]
-    outputs = []
-    try:
-        for worker in workers:
-            outputs.append(worker.communicate(timeout=timeout))
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-                worker.communicate()
-    return [result_of(*output) for output in outputs]
 
 
 def test_keras_fit_under_multi_worker_mirrored_strategy():

@@ -10,14 +10,10 @@ processes on 127.0.0.1. The scripts are tests/scripts/tf2_*.py, run as
 checkout under test. Each reports its worst deviations, asserted here.
 """
 
-import os
 import re
-import socket
-import subprocess
-import sys
 
 import pytest
-from helpers import TESTS, result_of, run_python, script
+from helpers import TESTS, result_of, run_python, run_workers, script
 
 pytest.importorskip("tensorflow")
 
@@ -86,33 +82,9 @@ def test_what_cannot_be_exact_is_refused_and_one_device_is_exact(mirrored):
     assert found["one_device_dev"] < CENTER_TOLERANCE
 
 
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
 
 def test_multi_worker_mirrored_strategy_two_processes():
-    source = script("tf2_multi_worker_center_loss")
-    ports = ",".join(map(str, free_ports(2)))
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    workers = [subprocess.Popen([sys.executable, "-c", source, str(task), ports, TESTS],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-               for task in range(2)]
-    outputs = []
-    try:
-        for worker in workers:
-            outputs.append(worker.communicate(timeout=180))
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-                worker.communicate()
-    reports = [result_of(*output) for output in outputs]
+    reports = run_workers(script("tf2_multi_worker_center_loss"))
     assert [r["replicas"] for r in reports] == [2, 2]
     # Worker 1 had a short (3) and an empty (0) batch.
     assert reports[0]["splits"] == [4, 4, 1, 3, 4, 4] and reports[1]["splits"] == [4, 3, 0, 3, 4, 3]
