@@ -182,3 +182,10 @@ def keras2_graph_model_class(root=None):
     else:
         from keras.src.engine import training_v1
     return training_v1.Model
+
+
+def partitioned_variable_class():
+    """What `get_variable` returns under a partitioner: TF has no public
+    name for the class (TF 1.15 through 2.21 keep it here)."""
+    from tensorflow.python.ops import variables
+    return variables.PartitionedVariable

@@ -12,12 +12,13 @@ with `control_dependencies`.
 import tensorflow as tf
 
 from cl import compat, formulas, settings
-from cl.graph import checks, replicas, sites, table, ties
+from cl.graph import checks, replicas, shards, sites, table, ties
 
 
 @tf.autograph.experimental.do_not_convert
 def center_loss(labels, features, alpha=None, num_classes=None, name=None,
-                centers=None, training=None, sample_weight=None, update_on=None):
+                centers=None, training=None, sample_weight=None, update_on=None,
+                partitioner=None):
     """Per-sample center loss `1/2 * ||x_i - c_{y_i}||^2`, updating the centers.
 
     Running the returned tensor also applies the paper's update
@@ -32,8 +33,9 @@ def center_loss(labels, features, alpha=None, num_classes=None, name=None,
       num_classes: rows of the table; default `cl.NUM_CLASSES` at call time.
       name: name scope and variable scope of the table (default
         "center_loss"); the table is `<variable scope>/<name>/centers`.
-      centers: an existing float32 `[num_classes, dim]` variable to use
-        instead of creating or reusing one.
+      centers: an existing float32 `[num_classes, dim]` variable (or
+        PartitionedVariable split by rows) to use instead of creating or
+        reusing one.
       training: None: update every time the op runs, except when Keras
         `compile` builds the loss: then only in training steps (Keras feeds
         its learning phase True to the train function alone, so evaluate,
@@ -52,6 +54,10 @@ def center_loss(labels, features, alpha=None, num_classes=None, name=None,
         moves its center nor counts in n_j. The returned loss is NOT
         weighted (Keras and the caller weight per-sample losses themselves).
         Under Keras compile, Keras's sample_weight / class_weight are used.
+      partitioner: a TF1 partitioner (`tf.compat.v1.fixed_size_partitioner(4)`)
+        to split a new table by rows into shards; by default the variable
+        scope's, if it has one. A step reads and updates only the batch's
+        rows, each on its shard (`cl.graph.shards`).
 
     Returns:
       float32 `[batch]` (float64 for float64 features). A sample with NaN or
@@ -81,9 +87,10 @@ def center_loss(labels, features, alpha=None, num_classes=None, name=None,
         # updates only in training steps, one update per table per step.
         site = sites.current()
         if centers is None and site is not None:
-            centers = site.table(num_classes, dim, name or table.DEFAULT_SCOPE)
+            centers = site.table(num_classes, dim, name or table.DEFAULT_SCOPE, partitioner)
         elif centers is None:
-            centers = table.centers_variable(num_classes, dim, name or table.DEFAULT_SCOPE)
+            centers = table.centers_variable(num_classes, dim, name or table.DEFAULT_SCOPE,
+                                             partitioner=partitioner)
         elif tuple(centers.shape.as_list()) != (num_classes, dim):
             raise ValueError(
                 f"{what}: centers must have shape [num_classes={num_classes}, "
@@ -109,7 +116,7 @@ def center_loss(labels, features, alpha=None, num_classes=None, name=None,
         # One read serves both the loss and the update, so the loss always
         # sees the pre-update centers.
         centers_batch = tf.cast(
-            tf.stop_gradient(tf.gather(centers, labels)), compute_dtype)
+            tf.stop_gradient(shards.read_rows(centers, labels)), compute_dtype)
 
         def per_sample(tied_features):
             return formulas.per_sample_center_loss(tied_features, centers_batch)
@@ -147,7 +154,7 @@ def softmax_loss(labels, features, name=None):
 @tf.autograph.experimental.do_not_convert
 def softmax_center_loss(labels, features, num_classes, alpha, lambda_,
                         batch_sum=False, name=None, centers=None, training=None,
-                        sample_weight=None, update_on=None):
+                        sample_weight=None, update_on=None, partitioner=None):
     """`softmax_loss + lambda_ * center_loss` on logits, per sample `[batch]`.
 
     labels: one-hot (or soft) `[batch, num_classes]`, or class ids `[batch]`
@@ -156,7 +163,7 @@ def softmax_center_loss(labels, features, num_classes, alpha, lambda_,
     batch and added to every sample, i.e. `lambda_ * sum_k 1/2||x_k - c_k||^2`.
     Since Keras averages per-sample losses, the per-sample form with
     `lambda = batch_size * lambda_blog` gives the same total loss.
-    `training`, `sample_weight` and `update_on` are `center_loss`'s.
+    `training`, `sample_weight`, `update_on` and `partitioner` are `center_loss`'s.
     """
     with tf.compat.v1.name_scope(name, "softmax_center_loss", [labels, features]):
         labels = tf.convert_to_tensor(labels, name="labels")
@@ -168,7 +175,8 @@ def softmax_center_loss(labels, features, num_classes, alpha, lambda_,
         targets, ids = checks.softmax_targets(labels, num_classes, "cl.loss", sample_weight)
         center_term = center_loss(
             ids, features, alpha=alpha, num_classes=num_classes, centers=centers,
-            training=training, sample_weight=sample_weight, update_on=update_on)
+            training=training, sample_weight=sample_weight, update_on=update_on,
+            partitioner=partitioner)
         if batch_sum:
             center_term = tf.reduce_sum(center_term) * tf.ones_like(center_term)
         softmax_term = softmax_loss(targets, features)
@@ -207,18 +215,20 @@ def categorical_accuracy(y_true, y_pred, name=None):
 
 
 def get_centers(scope=table.DEFAULT_SCOPE, graph=None):
-    """The centers variable `<scope>/centers` of `graph` (default graph).
+    """The centers variable `<scope>/centers` of `graph` (default graph): a
+    PartitionedVariable for a table split by rows.
 
     Raises:
       KeyError naming the tables that exist, if there is none under `scope`.
     """
     graph = graph or tf.compat.v1.get_default_graph()
-    wanted = f"{scope}/{table.CENTERS_NAME}:0"
-    tables = [v for v in graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
-              if v.name.endswith(f"{table.CENTERS_NAME}:0")]
-    for variable in tables:
-        if variable.name == wanted:
-            return variable
+    wanted = f"{scope}/{table.CENTERS_NAME}"
+    tables = {v.name.split(":")[0]: v
+              for v in graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
+              if v.name.endswith(f"{table.CENTERS_NAME}:0")}
+    tables.update(table.partitioned_tables(graph))
+    if wanted in tables:
+        return tables[wanted]
     raise KeyError(
-        f"No centers table '{wanted}' in this graph; tables present: "
-        f"{[v.name for v in tables] or 'none (build the loss first)'}.")
+        f"No centers table '{wanted}:0' in this graph; tables present: "
+        f"{[v.name for v in tables.values()] or 'none (build the loss first)'}.")

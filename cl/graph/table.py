@@ -13,7 +13,7 @@ import weakref
 import tensorflow as tf
 
 from cl import checkpoints, formulas
-from cl.graph import replicas
+from cl.graph import replicas, shards
 
 CENTERS_NAME = checkpoints.CENTERS_NAME
 DEFAULT_SCOPE = checkpoints.DEFAULT_SCOPE
@@ -22,9 +22,12 @@ DEFAULT_SCOPE = checkpoints.DEFAULT_SCOPE
 # for raw TF1 code, or a cl.CenterLoss / TowerCenterLoss; a new owner never
 # silently shares another's table.
 _TABLES = weakref.WeakKeyDictionary()
+# Per graph: name -> PartitionedVariable. Graph collections hold only the
+# shards (`<scope>/centers/part_0`), not the table they make up.
+_PARTITIONED = weakref.WeakKeyDictionary()
 
 
-def centers_variable(num_classes, dim, scope=DEFAULT_SCOPE, owner=None):
+def centers_variable(num_classes, dim, scope=DEFAULT_SCOPE, owner=None, partitioner=None):
     """Creates, or reuses, the non-trainable centers table of `owner`.
 
     The table is `<variable scope>/<scope>/centers`, made by `get_variable`
@@ -34,14 +37,14 @@ def centers_variable(num_classes, dim, scope=DEFAULT_SCOPE, owner=None):
     exists"). `owner` is None for raw TF1 code, or a `cl.CenterLoss` used
     outside Keras compile; a different owner gets a fresh uniquified scope
     (`center_loss_1/centers`), never another's table. Keras models keep
-    their tables themselves (`cl.keras2.site`).
+    their tables themselves (`cl.keras2.site`). `partitioner`: see `new_table`.
     """
     graph = tf.compat.v1.get_default_graph()
     tables = _TABLES.setdefault(graph, {})
     full_scope = "/".join(filter(None, [tf.compat.v1.get_variable_scope().name, scope]))
     centers = tables.get((full_scope, owner))
     if centers is None:
-        centers = new_table(num_classes, dim, scope)
+        centers = new_table(num_classes, dim, scope, partitioner)
         tables[(full_scope, owner)] = centers
     if tuple(centers.shape.as_list()) != (num_classes, dim):
         raise ValueError(
@@ -52,8 +55,11 @@ def centers_variable(num_classes, dim, scope=DEFAULT_SCOPE, owner=None):
     return centers
 
 
-def new_table(num_classes, dim, scope=DEFAULT_SCOPE):
+def new_table(num_classes, dim, scope=DEFAULT_SCOPE, partitioner=None):
     """A new zero `[num_classes, dim]` float32 table `<scope>/centers`.
+
+    Split by rows into a PartitionedVariable (`cl.graph.shards`) when
+    `partitioner` is given or the caller's variable scope has one.
 
     If a table already has that name in this graph, the new one gets a
     uniquified scope (`center_loss_1/centers`) and a warning that says so.
@@ -72,13 +78,17 @@ def new_table(num_classes, dim, scope=DEFAULT_SCOPE):
         while f"{full_scope}_{index}/{CENTERS_NAME}:0" in names:
             index += 1
         scope_args = dict(name_or_scope=f"{scope}_{index}")
+    _check_partitioning(partitioner, full_scope, [num_classes, dim])
     with tf.compat.v1.variable_scope(**scope_args):
         centers = tf.compat.v1.get_variable(
             CENTERS_NAME, shape=[num_classes, dim], dtype=tf.float32,
             initializer=tf.compat.v1.zeros_initializer(), trainable=False,
+            partitioner=partitioner,  # None: the variable scope's, if any
             **replicas.table_options())  # {} without a tf.distribute strategy
+    if shards.is_partitioned(centers):
+        _PARTITIONED.setdefault(graph, {})[centers.name] = centers
     if taken:
-        new_scope = centers.name[:-len(f"/{CENTERS_NAME}:0")]
+        new_scope = centers.name.split(":")[0][:-len(f"/{CENTERS_NAME}")]
         warnings.warn(
             f"cl: a centers table '{full_scope}/{CENTERS_NAME}' already exists "
             f"in this graph (another model or loss owns it); this one is "
@@ -87,10 +97,43 @@ def new_table(num_classes, dim, scope=DEFAULT_SCOPE):
     return centers
 
 
+def _check_partitioning(partitioner, scope, shape):
+    """Refuses, before any variable exists, a partitioning cl cannot use."""
+    if partitioner is not None and not callable(partitioner):
+        raise TypeError(
+            f"cl: partitioner must be a TF1 variable partitioner, a callable such as "
+            f"tf.compat.v1.fixed_size_partitioner(4); received {partitioner!r}.")
+    partitioner = partitioner or tf.compat.v1.get_variable_scope().partitioner
+    if partitioner is None:
+        return
+    parts = list(partitioner(shape=tf.TensorShape(shape), dtype=tf.float32))
+    if any(count != 1 for count in parts[1:]):
+        raise ValueError(
+            f"cl: the partitioner of the centers table '{scope}/{CENTERS_NAME}' "
+            f"{shape} splits it along its feature axis (partitions {parts}); cl "
+            f"needs shards of whole rows, so that a class's center lives on one "
+            f"shard. Use a partitioner that splits axis 0, e.g. "
+            f"tf.compat.v1.fixed_size_partitioner(num_shards) or "
+            f"tf.compat.v1.min_max_variable_partitioner(max_partitions, axis=0).")
+    if partitioner is not None and tf.distribute.has_strategy():
+        raise ValueError(
+            f"cl: the centers table '{scope}/{CENTERS_NAME}' would be partitioned "
+            f"under {type(tf.distribute.get_strategy()).__name__}, which keeps a "
+            f"whole copy of it per replica. Split tables by rows with "
+            f"replica_device_setter and parameter servers (TF1), or "
+            f"ParameterServerStrategy(variable_partitioner=...) with cl.tf2; under "
+            f"MirroredStrategy build the loss outside the partitioned variable scope.")
+
+
+def partitioned_tables(graph):
+    """{name: PartitionedVariable} of the row-split tables cl made in `graph`."""
+    return dict(_PARTITIONED.get(graph, {}))
+
+
 def initialised_check(centers):
     """Turns TF's bare 'uninitialized value' into an error that says what to run."""
     return tf.compat.v1.Assert(
-        tf.compat.v1.is_variable_initialized(centers),
+        shards.is_initialized(centers),
         [f"cl: the centers table '{centers.name}' is not initialised. Keras: use "
          "cl.compile_model(model, ...), or after model.compile run "
          "cl.initialize(model). TF1 session: run "
@@ -106,8 +149,7 @@ def apply_update(centers, labels, features, centers_batch, alpha, training,
     def update():
         class_ids, deltas = formulas.center_update(
             labels, features, centers_batch, alpha, weights)
-        scatter = tf.compat.v1.scatter_sub(
-            centers, class_ids, tf.cast(deltas, centers.dtype))
+        scatter = shards.subtract_rows(centers, class_ids, tf.cast(deltas, centers.dtype))
         # Depend on the scatter, never fetch its value: on a resource
         # variable that value is a read of the whole C x D table, a copy per
         # step that would make the cost grow with num_classes.

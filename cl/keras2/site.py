@@ -82,7 +82,7 @@ class CompileSite:
         loss = getattr(self.endpoint, "loss_fn", None)
         return getattr(loss, "fn", loss)
 
-    def table(self, num_classes, dim, scope):
+    def table(self, num_classes, dim, scope, partitioner=None):
         """The model's table for the loss named `scope`, made on first use.
 
         A recompile with a loss of the same name and shape keeps the trained
@@ -92,7 +92,7 @@ class CompileSite:
         table = tables.get(scope)
         if table is not None and tuple(table.shape.as_list()) == (num_classes, dim):
             return table
-        new = graph_table.new_table(num_classes, dim, scope)
+        new = graph_table.new_table(num_classes, dim, scope, partitioner)
         if table is not None:
             warnings.warn(
                 f"cl: this model's centers table for '{scope}' has shape "

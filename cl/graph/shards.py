@@ -1,0 +1,88 @@
+"""Row reads and row updates of a TF1 centers table, whole or split by rows.
+
+A table made under `variable_scope(partitioner=...)` (or with cl's
+`partitioner=`) is a PartitionedVariable: shards of consecutive rows, each a
+variable of its own, placed where the device function puts it (round robin
+over the ps tasks under `replica_device_setter`). Reading it as a tensor
+would concatenate every shard, a copy of the whole table per step; here each
+class id is routed to the shard that holds its row, so a step reads and
+updates only the batch's rows, each on its own shard, and what travels is
+the batch (B x D), never the table.
+
+A plain table takes the same single ops as before (`tf.gather`,
+`scatter_sub`); the routing exists only for partitioned ones.
+"""
+
+import tensorflow as tf
+
+from cl import compat
+
+
+def is_partitioned(table):
+    return isinstance(table, compat.partitioned_variable_class())
+
+
+def shards_of(table):
+    """The variables holding `table`'s rows, in row order (itself if whole).
+
+    Raises ValueError for a table split along its feature axis: every class
+    row must live whole on one shard.
+    """
+    if not is_partitioned(table):
+        return [table]
+    shards = list(table)
+    dim = table.shape.as_list()[1]
+    split = [shard.shape.as_list() for shard in shards]
+    if any(shape[1] != dim for shape in split):
+        raise ValueError(
+            f"cl: the centers table '{table.name}' {table.shape.as_list()} is split "
+            f"along its feature axis (shards {split}); cl needs shards of whole "
+            f"rows. Use a partitioner that splits axis 0, e.g. "
+            f"tf.compat.v1.fixed_size_partitioner(num_shards) or "
+            f"tf.compat.v1.min_max_variable_partitioner(max_partitions, axis=0).")
+    return shards
+
+
+def _route(shards, ids):
+    """(shard index, row within the shard) of each class id."""
+    rows = [shard.shape.as_list()[0] for shard in shards]
+    starts, ends = [], []
+    for count in rows:
+        starts.append(ends[-1] if ends else 0)
+        ends.append(starts[-1] + count)
+    ids = tf.cast(ids, tf.int64)
+    shard = tf.searchsorted(tf.constant(ends, tf.int64), ids, side="right")
+    shard = tf.cast(shard, tf.int32)
+    local = ids - tf.gather(tf.constant(starts, tf.int64), shard)
+    return shard, local
+
+
+def read_rows(table, ids):
+    """`table[ids]`, `[len(ids), dim]`: a sparse gather on each shard."""
+    shards = shards_of(table)
+    if len(shards) == 1:
+        return tf.gather(shards[0], ids)
+    shard, local = _route(shards, ids)
+    positions = tf.dynamic_partition(tf.range(tf.size(ids)), shard, len(shards))
+    wanted = tf.dynamic_partition(local, shard, len(shards))
+    rows = [tf.gather(variable, rows_of) for variable, rows_of in zip(shards, wanted)]
+    return tf.dynamic_stitch(positions, rows)
+
+
+def subtract_rows(table, ids, deltas):
+    """`table[ids] -= deltas` (ids unique), each shard's part by a
+    `scatter_sub` on that shard; returns an op."""
+    shards = shards_of(table)
+    if len(shards) == 1:
+        return tf.compat.v1.scatter_sub(shards[0], ids, deltas).op
+    shard, local = _route(shards, ids)
+    wanted = tf.dynamic_partition(local, shard, len(shards))
+    parts = tf.dynamic_partition(deltas, shard, len(shards))
+    return tf.group(*[tf.compat.v1.scatter_sub(variable, rows, part)
+                      for variable, rows, part in zip(shards, wanted, parts)])
+
+
+def is_initialized(table):
+    """A bool tensor: every shard of `table` is initialised."""
+    return tf.reduce_all(tf.stack(
+        [tf.compat.v1.is_variable_initialized(shard) for shard in shards_of(table)]))

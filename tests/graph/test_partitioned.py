@@ -1,0 +1,245 @@
+"""Centers split by rows: a TF1 PartitionedVariable table.
+
+Under `variable_scope(partitioner=...)` (the TF1 idiom for big embedding
+tables), or with `partitioner=`, the table is a PartitionedVariable of
+consecutive-row shards. Each test trains with learning rate 0 (only the
+centers move) and compares every shard with the numpy rule after every run;
+the graph is searched for any op that would read a whole shard per step.
+"""
+
+import numpy as np
+import pytest
+import reference
+import tensorflow as tf
+
+import cl
+from cl import compat
+
+C, D_IN, D, B, ALPHA = 10, 5, 4, 12, 0.5
+# Uneven: 10 rows over 3 shards are rows 0-3, 4-6, 7-9.
+THREE_SHARDS = tf.compat.v1.fixed_size_partitioner(3)
+# Each batch has duplicates, both ends of every shard, absent classes.
+BATCHES = [np.array([0, 3, 3, 4, 6, 7, 9, 9, 0, 4, 7, 3]),
+           np.array([1, 1, 5, 5, 8, 2, 2, 8, 9, 0, 6, 6]),
+           np.array([3, 4, 4, 4, 3, 3, 7, 6, 6, 9, 9, 0])]
+# What a step may do to a shard: read its batch rows, scatter into them,
+# check it is initialised. A ReadVariableOp / Identity of a shard, or a
+# concat of shards, would copy the whole table every step.
+SPARSE_SHARD_OPS = {"ResourceGather", "ResourceScatterSub", "VarIsInitializedOp",
+                    "IsVariableInitialized", "Gather", "GatherV2", "ScatterSub"}
+
+PartitionedVariable = compat.partitioned_variable_class()
+
+
+def build(make_loss, variable_kind="resource"):
+    """Inputs, a dense embedding, the loss from `make_loss`, a train op at lr 0."""
+    labels = tf.compat.v1.placeholder(tf.int32, [B], name="labels")
+    inputs = tf.compat.v1.placeholder(tf.float32, [B, D_IN], name="inputs")
+    with tf.compat.v1.variable_scope("net", use_resource=variable_kind == "resource"):
+        weights = tf.compat.v1.get_variable(
+            "w", [D_IN, D], initializer=tf.compat.v1.random_normal_initializer(seed=3))
+    features = tf.matmul(inputs, weights)
+    loss = tf.reduce_mean(make_loss(labels, features))
+    train_op = tf.compat.v1.train.GradientDescentOptimizer(0.0).minimize(loss)
+    return labels, inputs, features, train_op
+
+
+def train_and_compare(sess, table, labels, inputs, features, train_op, rng):
+    sess.run(tf.compat.v1.global_variables_initializer())
+    expected = np.zeros([C, D], np.float32)
+    for batch in BATCHES:
+        feed = {labels: batch, inputs: rng.normal(size=[B, D_IN]).astype(np.float32)}
+        values = sess.run(features, feed)
+        sess.run(train_op, feed)
+        expected = reference.update_centers(batch, values, expected, ALPHA)
+        np.testing.assert_allclose(whole(sess, table), expected, rtol=1e-5, atol=1e-6)
+    return expected
+
+
+def whole(sess, table):
+    if not isinstance(table, PartitionedVariable):
+        return sess.run(table)
+    return np.concatenate(sess.run(list(table)), axis=0)
+
+
+def shard_readers(train_op, table):
+    """Types of the ops a training run uses on the table's shards."""
+    handles = {shard.op for shard in table}
+    seen, stack, found = set(), [train_op], set()
+    while stack:
+        op = stack.pop()
+        if op in seen:
+            continue
+        seen.add(op)
+        for tensor in op.inputs:
+            if tensor.op in handles:
+                found.add(op.type)
+            stack.append(tensor.op)
+        stack.extend(op.control_inputs)
+    return found
+
+
+@pytest.mark.parametrize("how", ["variable_scope", "argument", "min_max"])
+def test_partitioned_table_follows_the_rule(session, rng, variable_kind, how):
+    def make_loss(labels, features):
+        if how == "argument":
+            return cl.center_loss(labels, features, ALPHA, C, partitioner=THREE_SHARDS)
+        partitioner = THREE_SHARDS if how == "variable_scope" else \
+            tf.compat.v1.min_max_variable_partitioner(max_partitions=3, min_slice_size=16)
+        with tf.compat.v1.variable_scope("model", partitioner=partitioner):
+            return cl.center_loss(labels, features, ALPHA, C)
+
+    built = build(make_loss, variable_kind)
+    scope = "center_loss" if how == "argument" else "model/center_loss"
+    table = cl.get_centers(scope)
+    assert isinstance(table, PartitionedVariable)
+    rows = [s.shape.as_list() for s in table]
+    if how == "min_max":  # 16 bytes per row, at least 16 bytes a slice: 3 shards
+        assert len(rows) == 3
+    assert rows[:3] == [[4, D], [3, D], [3, D]]
+    assert [s.name for s in table] == [f"{scope}/centers/part_{k}:0" for k in range(3)]
+    assert all(not s.trainable for s in table)
+    assert table not in tf.compat.v1.trainable_variables()
+    train_and_compare(session, table, *built, rng)
+    # A ref variable's Identity aliases its buffer (no copy); a resource
+    # variable's whole read would be a ReadVariableOp.
+    allowed = SPARSE_SHARD_OPS | ({"Identity"} if variable_kind == "ref" else set())
+    assert shard_readers(built[-1], table) <= allowed, shard_readers(built[-1], table)
+
+
+def test_loss_value_uses_the_pre_update_centers(session, rng):
+    labels = tf.compat.v1.placeholder(tf.int32, [B])
+    features = tf.compat.v1.placeholder(tf.float32, [B, D])
+    with tf.compat.v1.variable_scope("m", partitioner=THREE_SHARDS):
+        loss = cl.center_loss(labels, features, ALPHA, C)
+    table = cl.get_centers("m/center_loss")
+    session.run(tf.compat.v1.global_variables_initializer())
+    centers = np.zeros([C, D], np.float32)
+    for batch in BATCHES:
+        values = rng.normal(size=[B, D]).astype(np.float32)
+        got = session.run(loss, {labels: batch, features: values})
+        np.testing.assert_allclose(got, reference.center_loss(batch, values, centers),
+                                   rtol=1e-5)
+        centers = reference.update_centers(batch, values, centers, ALPHA)
+        np.testing.assert_allclose(whole(session, table), centers, rtol=1e-5, atol=1e-6)
+
+
+def test_blog_loss_under_a_partitioned_scope(session, rng):
+    labels = tf.compat.v1.placeholder(tf.float32, [B, C])
+    logits = tf.compat.v1.placeholder(tf.float32, [B, C])
+    with tf.compat.v1.variable_scope("blog", partitioner=THREE_SHARDS):
+        loss = cl.softmax_center_loss(labels, logits, C, ALPHA, 0.1)
+    table = cl.get_centers("blog/center_loss")
+    assert isinstance(table, PartitionedVariable)
+    session.run(tf.compat.v1.global_variables_initializer())
+    batch = BATCHES[0]
+    values = rng.normal(size=[B, C]).astype(np.float32)
+    session.run(loss, {labels: np.eye(C)[batch], logits: values})
+    np.testing.assert_allclose(
+        whole(session, table),
+        reference.update_centers(batch, values, np.zeros([C, C]), ALPHA), rtol=1e-5, atol=1e-6)
+
+
+def test_bad_labels_leave_every_shard_untouched(session, rng):
+    labels = tf.compat.v1.placeholder(tf.int32, [B])
+    features = tf.compat.v1.placeholder(tf.float32, [B, D])
+    with tf.compat.v1.variable_scope("m", partitioner=THREE_SHARDS):
+        loss = cl.center_loss(labels, features, ALPHA, C)
+    table = cl.get_centers("m/center_loss")
+    session.run(tf.compat.v1.global_variables_initializer())
+    values = rng.normal(size=[B, D]).astype(np.float32)
+    session.run(loss, {labels: BATCHES[0], features: values})
+    before = whole(session, table)
+    for bad in (C, -1):
+        batch = BATCHES[1].copy()
+        batch[4] = bad
+        with pytest.raises(tf.errors.InvalidArgumentError, match=f"{bad}"):
+            session.run(loss, {labels: batch, features: values})
+    nan = values.copy()
+    nan[0] = np.nan
+    session.run(loss, {labels: BATCHES[1], features: nan})
+    expected = reference.update_centers(BATCHES[1], nan, before, ALPHA)
+    np.testing.assert_allclose(whole(session, table), expected, rtol=1e-5, atol=1e-6)
+    assert np.isfinite(whole(session, table)).all()
+
+
+def test_uninitialised_shards_say_what_to_run(session):
+    with tf.compat.v1.variable_scope("m", partitioner=THREE_SHARDS):
+        loss = cl.center_loss(tf.constant([0, 9]), tf.ones([2, D]), ALPHA, C)
+    with pytest.raises(tf.errors.OpError, match="global_variables_initializer"):
+        session.run(loss)
+
+
+def test_split_along_features_is_refused_before_any_variable(session):
+    by_features = tf.compat.v1.variable_axis_size_partitioner(
+        max_shard_bytes=C * 4, axis=1)
+    with pytest.raises(ValueError, match=r"feature axis.*fixed_size_partitioner"):
+        with tf.compat.v1.variable_scope("m", partitioner=by_features):
+            cl.center_loss(tf.constant([0, 1]), tf.ones([2, D]), ALPHA, C)
+    with pytest.raises(TypeError, match="received 3"):
+        cl.center_loss(tf.constant([0, 1]), tf.ones([2, D]), ALPHA, C, partitioner=3)
+    assert tf.compat.v1.global_variables() == []
+
+
+def test_partitioned_scope_under_mirrored_strategy_is_refused(session):
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope(), tf.compat.v1.variable_scope("m", partitioner=THREE_SHARDS):
+        with pytest.raises(ValueError, match="MirroredStrategy.*replica_device_setter"):
+            cl.center_loss(tf.constant([0, 1]), tf.ones([2, D]), ALPHA, C)
+    assert tf.compat.v1.global_variables() == []
+
+
+def saved_table(path, rng, partitioner):
+    """Trains a table split by `partitioner` for one step, saves it; its value."""
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.Session() as sess:
+        with tf.compat.v1.variable_scope("m", partitioner=partitioner):
+            loss = cl.center_loss(tf.constant(BATCHES[0]),
+                                  tf.constant(rng.normal(size=[B, D]), tf.float32), ALPHA, C)
+        sess.run(tf.compat.v1.global_variables_initializer())
+        sess.run(loss)
+        value = whole(sess, cl.get_centers("m/center_loss"))
+        tf.compat.v1.train.Saver().save(sess, str(path / "model.ckpt"))
+    return value
+
+
+@pytest.mark.parametrize("shards_after", [2, 5, None])
+def test_saver_round_trip_into_another_number_of_shards(tmp_path, rng, shards_after):
+    saved = saved_table(tmp_path, rng, THREE_SHARDS)
+    assert np.abs(saved).sum() > 0
+    np.testing.assert_array_equal(cl.read_centers(tmp_path / "model.ckpt", "m/center_loss/centers:0"), saved)
+    np.testing.assert_array_equal(cl.read_centers(tmp_path, "m/center_loss/centers"), saved)
+    partitioner = shards_after and tf.compat.v1.fixed_size_partitioner(shards_after)
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.Session() as sess:
+        with tf.compat.v1.variable_scope("m", partitioner=partitioner):
+            loss = cl.center_loss(tf.constant(BATCHES[1]), tf.ones([B, D]), ALPHA, C)
+        tf.compat.v1.train.Saver().restore(sess, str(tmp_path / "model.ckpt"))
+        table = cl.get_centers("m/center_loss")
+        assert isinstance(table, PartitionedVariable) == bool(shards_after)
+        np.testing.assert_array_equal(whole(sess, table), saved)
+        sess.run(loss)  # and training goes on from the restored centers
+        moved = whole(sess, table)
+    expected = reference.update_centers(BATCHES[1], np.ones([B, D]), saved, ALPHA)
+    np.testing.assert_allclose(moved, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("route", ["assign", "init_from_checkpoint"])
+def test_a_whole_table_handed_to_a_partitioned_one(tmp_path, rng, route):
+    """The README's two hand-offs: read_centers + assign through a
+    placeholder (no table-sized constant in the graph), or TF1's
+    init_from_checkpoint, which re-slices too."""
+    saved = saved_table(tmp_path, rng, None)  # saved whole
+    with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+        with tf.compat.v1.variable_scope("n", partitioner=tf.compat.v1.fixed_size_partitioner(4)):
+            cl.center_loss(tf.constant([0]), tf.ones([1, D]), ALPHA, C)
+        table = cl.get_centers("n/center_loss")
+        if route == "init_from_checkpoint":
+            tf.compat.v1.train.init_from_checkpoint(
+                str(tmp_path), {"m/center_loss/centers": "n/center_loss/centers"})
+        sess.run(tf.compat.v1.global_variables_initializer())
+        if route == "assign":
+            value = tf.compat.v1.placeholder(tf.float32, [C, D])
+            sess.run(table.assign(value), {value: cl.read_centers(tmp_path, "m/center_loss/centers")})
+        assert len(list(table)) == 4
+        np.testing.assert_array_equal(whole(sess, table), saved)
