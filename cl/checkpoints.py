@@ -44,6 +44,14 @@ def tracking_name(index):
     return H5_GROUP if index == 0 else f"{H5_GROUP}_{index}"
 
 
+def part_name(name, index, count):
+    """The checkpoint name of shard `index` of `count` of a table split by
+    rows that a Keras 2 model tracks as `name` (`cl_centers_part_0_of_4`).
+    The count is in the name: a checkpoint of 4 shards never matches a model
+    of 3 by key (TF would assign a shard of another size as it is)."""
+    return f"{name}_part_{index}_of_{count}"
+
+
 def read_h5_centers(h5):
     """The centers arrays in cl's HDF5 group (a path or an open h5py group),
     in table order; [] if there is none."""
@@ -182,11 +190,28 @@ def _read_tf_checkpoint(path, name):
     for key in candidates:
         if key in keys:
             return _damaged_checkpoint_guard(prefix, reader.get_tensor, key)
-    tables = sorted(key.replace(KERAS_ATTRIBUTE, "") for key in keys
-                    if key.split("/")[-1] == "centers" or key.startswith(H5_GROUP))
+        parts = _parts_of(key, keys)
+        if parts:  # a Keras 2 table split by rows, tracked shard by shard
+            return np.concatenate([_damaged_checkpoint_guard(prefix, reader.get_tensor, part)
+                                   for part in parts], axis=0)
+    tables = sorted(re.sub(r"_part_0_of_\d+$", "", key.replace(KERAS_ATTRIBUTE, ""))
+                    for key in keys if key.split("/")[-1] == "centers" or (
+                        key.startswith(H5_GROUP) and not re.search(r"_part_[1-9]\d*_of_", key)))
     raise KeyError(
         f"No centers table {name or SAVER_DEFAULT + ' or ' + H5_GROUP!r} in checkpoint "
         f"{prefix}; tables found: {tables or 'none'}.")
+
+
+def _parts_of(key, keys):
+    """The checkpoint keys of `key`'s shards, in row order, or []."""
+    name, dot, attribute = key.partition("/.")
+    for key_of_part0 in keys:
+        found = re.fullmatch(re.escape(part_name(name, 0, "")) + r"(\d+)" + re.escape(dot + attribute),
+                             key_of_part0)
+        if found:
+            count = int(found.group(1))
+            return [part_name(name, k, count) + dot + attribute for k in range(count)]
+    return []
 
 
 def _damaged_checkpoint_guard(prefix, read, argument):

@@ -18,6 +18,13 @@ import tensorflow as tf
 from cl import compat
 
 
+def partitioner_of(value):
+    """A TF1 partitioner from a number of shards (int) or a partitioner."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return tf.compat.v1.fixed_size_partitioner(value)
+    return value
+
+
 def is_partitioned(table):
     return isinstance(table, compat.partitioned_variable_class())
 
@@ -86,3 +93,19 @@ def is_initialized(table):
     """A bool tensor: every shard of `table` is initialised."""
     return tf.reduce_all(tf.stack(
         [tf.compat.v1.is_variable_initialized(shard) for shard in shards_of(table)]))
+
+
+def whole(table):
+    """`table`'s value as one tensor (concatenating shards): for saving and
+    get_weights, never for a training step."""
+    return tf.concat(shards_of(table), axis=0) if is_partitioned(table) else table
+
+
+def split_rows(table, value):
+    """[(variable, rows of `value` it holds)] for assigning a whole `value`."""
+    pairs, start = [], 0
+    for shard in shards_of(table):
+        rows = shard.shape.as_list()[0]
+        pairs.append((shard, value[start:start + rows]))
+        start += rows
+    return pairs

@@ -7,6 +7,7 @@ tf.distribute options of `cl.graph.replicas` under a strategy. Each owner
 Keras 2 front-end keeps its models' tables itself and asks `new_table`.
 """
 
+import re
 import warnings
 import weakref
 
@@ -66,7 +67,9 @@ def new_table(num_classes, dim, scope=DEFAULT_SCOPE, partitioner=None):
     """
     graph = tf.compat.v1.get_default_graph()
     full_scope = "/".join(filter(None, [tf.compat.v1.get_variable_scope().name, scope]))
-    names = {v.name for v in graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)}
+    # A whole table's variable, or a split one's first shard.
+    names = {re.sub(r"/part_0:0$", ":0", v.name)
+             for v in graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)}
     taken = f"{full_scope}/{CENTERS_NAME}:0" in names
     # A taken scope gets the first free `<scope>_<k>` instead, chosen here
     # rather than by variable_scope(default_name=...): Keras 2 compiles under

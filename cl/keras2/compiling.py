@@ -6,6 +6,7 @@ import warnings
 import tensorflow as tf
 
 from cl import compat, ops
+from cl.graph import shards
 from cl.keras2 import metrics, saving
 from cl.keras2.state import centers_of
 
@@ -28,7 +29,8 @@ def _initialise_missing(model, variables):
 
 def initialize(model):
     """Initialises the cl centers of a compiled `model` that are uninitialised."""
-    _initialise_missing(model, centers_of(model))
+    _initialise_missing(model, [variable for table in centers_of(model)
+                                for variable in shards.shards_of(table)])
 
 
 def compile_model(model, optimizer, loss=None, metrics=None, **compile_kwargs):

@@ -5,7 +5,7 @@ import weakref
 import tensorflow as tf
 
 from cl import compat, formulas, ops
-from cl.graph import checks
+from cl.graph import checks, shards
 from cl.graph import table as graph_table
 from cl.keras2 import site as compile_site
 
@@ -15,10 +15,18 @@ keras = compat.keras_module()
 class _CentersOwner(keras.losses.Loss):
     """Shared by the loss classes: settings, config, the table they use."""
 
-    def __init__(self, num_classes, alpha, name, **kwargs):
+    def __init__(self, num_classes, alpha, name, partitioner=None, **kwargs):
         super().__init__(name=name, **kwargs)
         self.num_classes = formulas.check_num_classes(num_classes)
         self.alpha = formulas.check_alpha(alpha)
+        if not (partitioner is None or callable(partitioner) or (
+                isinstance(partitioner, int) and not isinstance(partitioner, bool)
+                and partitioner >= 1)):
+            raise TypeError(
+                f"{name}: partitioner must be a number of shards (an int >= 1) or a "
+                f"TF1 partitioner such as tf.compat.v1.fixed_size_partitioner(4); "
+                f"received {partitioner!r}.")
+        self.partitioner = partitioner
         # Per graph: the table this loss last used (a model's, under Keras
         # compile; its own otherwise).
         self._tables = weakref.WeakKeyDictionary()
@@ -43,11 +51,13 @@ class _CentersOwner(keras.losses.Loss):
                 f"{self.name}: the feature dimension must be known; received "
                 f"shape {features.shape}.")
         site = compile_site.current()
+        partitioner = shards.partitioner_of(self.partitioner)
         if site is not None:
-            table = site.table(self.num_classes, dim, self.name)
+            table = site.table(self.num_classes, dim, self.name, partitioner)
         else:
             table = graph_table.centers_variable(self.num_classes, dim, scope=self.name,
-                                         owner=(type(self).__name__, self._owner_token))
+                                         owner=(type(self).__name__, self._owner_token),
+                                         partitioner=partitioner)
         self._tables[graph] = table
         return table
 
@@ -59,6 +69,8 @@ class _CentersOwner(keras.losses.Loss):
     def get_config(self):
         config = super().get_config()
         config.update(num_classes=self.num_classes, alpha=self.alpha)
+        if isinstance(self.partitioner, int):  # a callable is not serialisable
+            config.update(partitioner=self.partitioner)
         return config
 
 
@@ -90,13 +102,16 @@ class CenterLoss(_CentersOwner):
       num_classes: rows of the centers table.
       alpha: center learning rate in [0, 1] (paper: 0.5).
       name: loss name, and variable scope of its table (`<name>/centers`).
+      partitioner: split the table by rows over this many shards (an int,
+        kept in the config), or by a TF1 partitioner; default: the variable
+        scope's, if any. See `cl.center_loss`.
 
     y_true: class ids `[batch]`/`[batch, 1]` or one-hot `[batch, num_classes]`.
     y_pred: float `[batch, dim]` embedding. Returns `[batch]`, float32.
     """
 
-    def __init__(self, num_classes, alpha=0.5, name="center_loss", **kwargs):
-        super().__init__(num_classes, alpha, name, **kwargs)
+    def __init__(self, num_classes, alpha=0.5, name="center_loss", partitioner=None, **kwargs):
+        super().__init__(num_classes, alpha, name, partitioner, **kwargs)
 
     @tf.autograph.experimental.do_not_convert
     def call(self, y_true, y_pred):
@@ -122,8 +137,8 @@ class SoftmaxCenterLoss(_CentersOwner):
     """
 
     def __init__(self, num_classes, alpha=0.5, lambda_=0.003, batch_sum=False,
-                 name="softmax_center_loss", **kwargs):
-        super().__init__(num_classes, alpha, name, **kwargs)
+                 name="softmax_center_loss", partitioner=None, **kwargs):
+        super().__init__(num_classes, alpha, name, partitioner, **kwargs)
         self.lambda_ = float(lambda_)
         self.batch_sum = bool(batch_sum)
 

@@ -3,7 +3,7 @@
 import tensorflow as tf
 
 from cl import formulas, ops, settings
-from cl.graph import checks
+from cl.graph import checks, shards
 from cl.graph import table as graph_table
 from cl.keras2 import site as compile_site
 
@@ -67,14 +67,16 @@ def center_metrics(loss=None):
         classes, name = _table_settings(loss, site)
         dim = tf.compat.dimension_value(y_pred.shape[-1])
         if site is not None:
-            table = site.table(classes, dim, name)
+            owner = loss if loss is not None else site.output_loss
+            table = site.table(classes, dim, name,
+                               shards.partitioner_of(getattr(owner, "partitioner", None)))
         elif loss is not None:
             table = loss.table(y_pred)
         else:
             table = graph_table.centers_variable(classes, dim)
         labels = checks.class_ids(y_true, classes, "center metrics", unlabeled_rows="argmax")
         features = tf.cast(y_pred, tf.float32)
-        centers_batch = tf.gather(table, labels)
+        centers_batch = shards.read_rows(table, labels)
         if site is not None:
             site.note_read(table, centers_batch)
         distance = tf.norm(features - centers_batch, axis=1)

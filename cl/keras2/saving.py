@@ -16,9 +16,18 @@ import os
 import warnings
 
 import numpy as np
+import tensorflow as tf
 
 from cl import compat
-from cl.checkpoints import H5_GROUP, read_h5_centers
+from cl.checkpoints import (
+    H5_GROUP,
+    KERAS_ATTRIBUTE,
+    part_name,
+    read_centers,
+    read_h5_centers,
+    tracking_name,
+)
+from cl.graph import shards
 from cl.keras2.state import PENDING_ATTR, centers_of, remember_user_learning_phase
 
 _H5_FORMATS = ("h5", "hdf5", "keras")
@@ -33,7 +42,7 @@ def save_centers(model, filepath):
     """Writes the model's centers into an HDF5 file (group `cl_centers`)."""
     import h5py
     tables = centers_of(model)
-    values = _session(model).run(tables)
+    values = _session(model).run([shards.whole(table) for table in tables])
     f = filepath if isinstance(filepath, h5py.Group) else h5py.File(filepath, "a")
     try:
         if H5_GROUP in f:
@@ -69,7 +78,39 @@ def _assign(model, values, source):
             raise ValueError(f"{source}: saved centers of shape {value.shape} do "
                              f"not fit '{table.name}' {table.shape.as_list()}.")
     compat.keras_backend(model).batch_set_value(
-        [(table, np.asarray(value, np.float32)) for table, value in zip(tables, values)])
+        [pair for table, value in zip(tables, values)
+         for pair in shards.split_rows(table, np.asarray(value, np.float32))])
+
+
+def _reshard_from_checkpoint(model, filepath):
+    """After a TF-format load_weights: a table saved with another number of
+    shards (or whole, or split) has keys Keras does not match, and Keras
+    would leave it as it was without a word; read it whole and assign it."""
+    prefix = filepath if tf.io.gfile.exists(filepath + ".index") else \
+        tf.train.latest_checkpoint(filepath)
+    if prefix is None:
+        return
+    keys = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
+    moved = []
+    for index, table in enumerate(centers_of(model)):
+        name = tracking_name(index)
+        parts = shards.shards_of(table)
+        tracked = {name if len(parts) == 1 else part_name(name, k, len(parts)): part.shape.as_list()
+                   for k, part in enumerate(parts)}
+        # Keras matches by key only, and assigns a saved shard of another
+        # size as it is: only keys and shapes that all agree were restored.
+        if all(keys.get(key + KERAS_ATTRIBUTE) == shape for key, shape in tracked.items()):
+            continue
+        try:
+            value = read_centers(prefix, name)
+        except KeyError:
+            continue  # not in this checkpoint: Keras's rule for any weight
+        if value.shape != tuple(table.shape.as_list()):
+            raise ValueError(f"{prefix}: saved centers '{name}' of shape {value.shape} "
+                             f"do not fit '{table.name}' {table.shape.as_list()}.")
+        moved += shards.split_rows(table, value)
+    if moved:
+        compat.keras_backend(model).batch_set_value(moved)
 
 
 def _is_h5_file(filepath):
@@ -104,7 +145,9 @@ def _extend(cls):
     def get_weights(self):
         weights = originals["get_weights"](self)
         tables = centers_of(self)
-        return weights + list(_session(self).run(tables)) if tables else weights
+        if not tables:
+            return weights
+        return weights + list(_session(self).run([shards.whole(table) for table in tables]))
 
     @functools.wraps(originals["set_weights"])
     def set_weights(self, weights):
@@ -160,6 +203,8 @@ def _extend(cls):
             elif values:
                 # Loaded before compile: restored when the tables are made.
                 self.__dict__[PENDING_ATTR] = dict(enumerate(values))
+        elif centers_of(self):
+            _reshard_from_checkpoint(self, str(filepath))
         return result
 
     for name, method in (("get_weights", get_weights), ("set_weights", set_weights),

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from cl import checkpoints, compat
+from cl.graph import shards
 from cl.graph import table as graph_table
 from cl.keras2.state import (
     ADOPTED_ATTR,
@@ -118,11 +119,17 @@ class CompileSite:
         adopted[index] = table
         # A checkpoint dependency, not a layer weight: TF-format save_weights,
         # ModelCheckpoint and tf.train.Checkpoint carry it, and HDF5 loading
-        # of the layers (order-based) is unaffected before compile.
-        self.owner._track_trackable(table, name=checkpoints.tracking_name(index), overwrite=True)
-        # Keras initialises the variables it tracks, if still uninitialised,
-        # the next time it takes its session: loaded weights are never wiped.
-        self.backend.track_variable(table)
+        # of the layers (order-based) is unaffected before compile. A table
+        # split by rows is tracked shard by shard (`cl_centers_part_0`, ...).
+        name = checkpoints.tracking_name(index)
+        parts = shards.shards_of(table)
+        for k, variable in enumerate(parts):
+            self.owner._track_trackable(
+                variable, name=checkpoints.part_name(name, k, len(parts)) if len(parts) > 1 else name,
+                overwrite=True)
+            # Keras initialises the variables it tracks, if still uninitialised,
+            # the next time it takes its session: loaded weights are never wiped.
+            self.backend.track_variable(variable)
         self._restore_pending(index, table)
 
     def _restore_pending(self, index, table):
@@ -138,7 +145,7 @@ class CompileSite:
                 f"cl: the centers loaded for this model have shape {value.shape}, "
                 f"but its table '{table.name}' is {table.shape.as_list()}: the "
                 f"file was saved from a differently configured loss.")
-        self.backend.batch_set_value([(table, np.asarray(value, np.float32))])
+        self.backend.batch_set_value(shards.split_rows(table, np.asarray(value, np.float32)))
 
     def distributed_training(self, table, training):
         """`training` for a loss on a tf.distribute table (a clone's or the
