@@ -7,7 +7,8 @@ shape; TF1 code: `cl.get_centers().load(a, session)`). `tf.train.Checkpoint`
 cannot do this: it silently ignores the name-based checkpoints a
 `tf.compat.v1.train.Saver` writes.
 
-Formats, and the table read when `name` is None:
+Formats, and the table read when `name` is None (in a TensorFlow checkpoint
+holding none at those names, its only centers table, if it has just one):
   * `tf.compat.v1.train.Saver` checkpoint (prefix, folder, or the prefix's
     `.index` / `.data-*` file): `center_loss/centers`.
   * tf_keras TF-format checkpoint (`model.save_weights("ckpt")`): `cl_centers`.
@@ -194,12 +195,18 @@ def _read_tf_checkpoint(path, name):
         if parts:  # a Keras 2 table split by rows, tracked shard by shard
             return np.concatenate([_damaged_checkpoint_guard(prefix, reader.get_tensor, part)
                                    for part in parts], axis=0)
-    tables = sorted(re.sub(r"_part_0_of_\d+$", "", key.replace(KERAS_ATTRIBUTE, ""))
-                    for key in keys if key.split("/")[-1] == "centers" or (
-                        key.startswith(H5_GROUP) and not re.search(r"_part_[1-9]\d*_of_", key)))
+    tables = sorted({re.sub(r"_part_0_of_\d+$", "", key.replace(KERAS_ATTRIBUTE, ""))
+                     for key in keys if re.search(
+                         rf"(^|/)({CENTERS_NAME}|{H5_GROUP}(_\d+)?(_part_0_of_\d+)?)"
+                         rf"({re.escape(KERAS_ATTRIBUTE)})?$", key)})
+    if name is None and len(tables) == 1:
+        # Not at a default name, but the only table there is (a tf.train.Checkpoint
+        # of a cl.tf2.CenterLoss: `<attribute>/centers`).
+        return _read_tf_checkpoint(prefix, tables[0])
     raise KeyError(
         f"No centers table {name or SAVER_DEFAULT + ' or ' + H5_GROUP!r} in checkpoint "
-        f"{prefix}; tables found: {tables or 'none'}.")
+        f"{prefix}; tables found: {tables or 'none'}"
+        f"{'; pass name= one of them' if name is None and tables else ''}.")
 
 
 def _parts_of(key, keys):

@@ -18,7 +18,11 @@ caller's tf.function serves every step, and `tf.train.Checkpoint` saves it.
 Under `tf.distribute.MirroredStrategy` or `MultiWorkerMirroredStrategy`,
 construct it in `strategy.scope()` and call it in `strategy.run`: the table
 is then mirrored, and every copy follows the rule on the global batch
-(`cl.graph.replicas`, shared with the graph API).
+(`cl.graph.replicas`, shared with the graph API). Under
+`tf.distribute.ParameterServerStrategy` with a `variable_partitioner`, the
+table is a ShardedVariable split by rows over the ps tasks, and each step
+scheduled by `ClusterCoordinator` reads and updates only its batch's rows,
+each on its own shard (`cl.tf2_shards`).
 
 Bad inputs (labels out of range, labels and features of different batch
 sizes, negative or NaN sample weights) raise before any row is read or
@@ -28,8 +32,8 @@ a sample's loss reads NaN and it is left out of the update instead.
 
 import tensorflow as tf
 
-from cl import formulas, rules
-from cl.graph import checks, replicas
+from cl import formulas, rules, tf2_shards
+from cl.graph import checks, replicas, shards
 
 _ALTERNATIVE = "or cl.tf2.CenterLoss without a strategy"
 _CREATE_HINT = " (construct the cl.tf2.CenterLoss there)"
@@ -50,18 +54,26 @@ class CenterLoss(tf.Module):
     Constructed in the scope of a MirroredStrategy or
     MultiWorkerMirroredStrategy, the table is mirrored (ONLY_FIRST_REPLICA:
     `assign` and restore keep the copies equal) and every call inside
-    `strategy.run` updates all copies from the global batch. Other
-    strategies but OneDeviceStrategy are refused (NotImplementedError).
+    `strategy.run` updates all copies from the global batch. Under
+    ParameterServerStrategy it is a ShardedVariable (rows split over the ps
+    tasks by the strategy's `variable_partitioner`; one variable on a ps
+    without one) and each scheduled step follows the rule on its own batch;
+    a partitioner that does not split rows only is refused (ValueError).
+    Other strategies but OneDeviceStrategy are refused (NotImplementedError).
     """
 
     def __init__(self, num_classes, dim, alpha=0.5, name="center_loss"):
         super().__init__(name=name)
-        if tf.distribute.has_strategy():
-            replicas.check_strategy(tf.distribute.get_strategy(),
-                                    f"cl.tf2.CenterLoss '{name}'", _ALTERNATIVE)
+        strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
+        parameter_server = tf2_shards.is_parameter_server(strategy)
+        if strategy is not None and not parameter_server:
+            replicas.check_strategy(strategy, f"cl.tf2.CenterLoss '{name}'", _ALTERNATIVE)
         self.num_classes = formulas.check_num_classes(num_classes)
         self.dim = formulas.check_num_classes(dim, "dim")
         self.alpha = formulas.check_alpha(alpha)
+        if parameter_server:
+            tf2_shards.check_parameter_server(strategy, num_classes, dim,
+                                              f"cl.tf2.CenterLoss '{name}'")
         with self.name_scope:
             self.centers = tf.Variable(tf.zeros([num_classes, dim], tf.float32),
                                        trainable=False, name="centers",
@@ -115,7 +127,9 @@ class CenterLoss(tf.Module):
             return tf.where(valid, per_sample, nan)
         # One sparse read serves the loss and the update: the loss sees the
         # pre-update centers, and the cost does not grow with num_classes.
-        centers_batch = tf.cast(tf.stop_gradient(tf.gather(self.centers, labels)), compute_dtype)
+        # (Sharded under ParameterServerStrategy: each shard reads its rows.)
+        centers_batch = tf.cast(tf.stop_gradient(shards.read_rows(self.centers, labels)),
+                                compute_dtype)
         per_sample = formulas.per_sample_center_loss(features, centers_batch)
         # A where, not a multiply: no gradient reaches the NaN.
         per_sample = tf.where(valid, per_sample, nan)
@@ -123,7 +137,7 @@ class CenterLoss(tf.Module):
         def update():
             class_ids, deltas = formulas.center_update(
                 labels, tf.stop_gradient(features), centers_batch, self.alpha, update_weights)
-            self.centers.scatter_sub(tf.IndexedSlices(tf.cast(deltas, tf.float32), class_ids))
+            shards.subtract_rows(self.centers, class_ids, tf.cast(deltas, tf.float32))
             return tf.constant(True)
 
         if training is True:

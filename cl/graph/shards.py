@@ -1,9 +1,10 @@
-"""Row reads and row updates of a TF1 centers table, whole or split by rows.
+"""Row reads and row updates of a centers table, whole or split by rows.
 
-A table made under `variable_scope(partitioner=...)` (or with cl's
-`partitioner=`) is a PartitionedVariable: shards of consecutive rows, each a
-variable of its own, placed where the device function puts it (round robin
-over the ps tasks under `replica_device_setter`). Reading it as a tensor
+A TF1 table made under `variable_scope(partitioner=...)` (or with cl's
+`partitioner=`) is a PartitionedVariable, and a TF2 one made under
+`ParameterServerStrategy(variable_partitioner=...)` a ShardedVariable: both
+are shards of consecutive rows, each a variable of its own, placed where the
+device function or the strategy puts it (round robin over the ps tasks). Reading it as a tensor
 would concatenate every shard, a copy of the whole table per step; here each
 class id is routed to the shard that holds its row, so a step reads and
 updates only the batch's rows, each on its own shard, and what travels is
@@ -26,7 +27,13 @@ def partitioner_of(value):
 
 
 def is_partitioned(table):
+    """A TF1 PartitionedVariable (TF2's ShardedVariable: `is_sharded`)."""
     return isinstance(table, compat.partitioned_variable_class())
+
+
+def is_sharded(table):
+    """A TF2 ShardedVariable (ParameterServerStrategy with a partitioner)."""
+    return getattr(table, "is_sharded_variable", False) is True
 
 
 def shards_of(table):
@@ -35,6 +42,8 @@ def shards_of(table):
     Raises ValueError for a table split along its feature axis: every class
     row must live whole on one shard.
     """
+    if is_sharded(table):
+        return list(table.variables)  # split by rows only (cl.tf2_shards checks)
     if not is_partitioned(table):
         return [table]
     shards = list(table)
@@ -51,7 +60,8 @@ def shards_of(table):
 
 
 def _route(shards, ids):
-    """(shard index, row within the shard) of each class id."""
+    """(shard index, row within the shard) of each class id, from the shards'
+    actual sizes (TF splits rows as evenly as it can: 10 in 3 are 4, 3, 3)."""
     rows = [shard.shape.as_list()[0] for shard in shards]
     starts, ends = [], []
     for count in rows:
@@ -78,10 +88,10 @@ def read_rows(table, ids):
 
 def subtract_rows(table, ids, deltas):
     """`table[ids] -= deltas` (ids unique), each shard's part by a
-    `scatter_sub` on that shard; returns an op."""
+    `scatter_sub` on that shard; returns an op (None when eager)."""
     shards = shards_of(table)
     if len(shards) == 1:
-        return tf.compat.v1.scatter_sub(shards[0], ids, deltas).op
+        return tf.group(tf.compat.v1.scatter_sub(shards[0], ids, deltas))
     shard, local = _route(shards, ids)
     wanted = tf.dynamic_partition(local, shard, len(shards))
     parts = tf.dynamic_partition(deltas, shard, len(shards))
