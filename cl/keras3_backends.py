@@ -3,8 +3,9 @@
 Sparse reads and writes of the centers table, O(batch * dim) whatever
 num_classes is: `tf.gather` / `scatter_sub` on TensorFlow (`keras.ops.take`
 on a variable reads the whole table there), static-size `jnp.unique` and
-`.at[].add` on JAX (in place under jit, where Keras donates the state),
-`index_select` / `index_add_` on PyTorch (`cl.keras3_torch`).
+`.at[].add` on JAX (`cl.keras3_jax`; in place under jit, where Keras
+donates the state), `index_select` / `index_add_` on PyTorch
+(`cl.keras3_torch`).
 
 The checks on labels and sample weights: an error before anything changes
 where the backend can raise, else the bad samples are masked by the caller
@@ -215,49 +216,15 @@ class _TensorFlowTable(_Table):
         return distributed or super().term(variable, ids, features, alpha, weights, update, what)
 
 
-class _JaxTable(_Table):
-    backend = formulas.JAX
-
-    def __init__(self):
-        import jax
-        self.jax = jax
-
-    def check(self, ok, shown, weights, num_classes, what):
-        if isinstance(shown, self.jax.core.Tracer) or get_stateless_scope() is not None:
-            # Inside a Keras step (jitted or not) an error would lose the
-            # model's state: Keras's JAX fit detaches the variables' values
-            # for the step. The caller masks; this warns.
-            self.jax.debug.callback(functools.partial(
-                _warn_if_invalid, num_classes=num_classes, what=what), shown, weights)
-        else:
-            _raise_if_invalid(np.asarray(shown), None if weights is None else np.asarray(weights),
-                              num_classes, what)
-        return None
-
-    def after(self, check, tensor):
-        return tensor
-
-    def hold(self, check, variables):
-        pass
-
-    def read(self, variable, ids):
-        return variable.value[ids]
-
-    def subtract(self, variable, ids, deltas):
-        # Padding rows of formulas.center_update repeat a class with delta 0,
-        # so add, never set. Under jit Keras donates the state: in place.
-        variable.assign(variable.value.at[ids].add(-deltas))
-
-    def refuse_strategy(self, what):
-        pass  # tf.distribute does not exist here; keras.distribution is exact
-
-
 @functools.lru_cache(maxsize=None)
 def table_ops(backend):
     if backend == formulas.TORCH:
         from cl import keras3_torch  # torch only: lazily
         return keras3_torch.table(_Table, _raise_if_invalid)
-    return _TensorFlowTable() if backend == formulas.TENSORFLOW else _JaxTable()
+    if backend == formulas.JAX:
+        from cl import keras3_jax  # JAX only: lazily
+        return keras3_jax.table(_Table, _raise_if_invalid, _warn_if_invalid)
+    return _TensorFlowTable()
 
 
 def step_token():
