@@ -83,6 +83,8 @@ bench: venv venv-jax
 	$(BIN)/python bench/bench_keras3.py --out out/bench --backend tensorflow
 	KERAS_BACKEND=jax $(JAX_VENV)/bin/python bench/bench_keras3.py --out out/bench --backend jax
 	KERAS_BACKEND=torch $(JAX_VENV)/bin/python bench/bench_keras3.py --out out/bench --backend torch
+	$(BIN)/python bench/large_bench.py --out out/bench
+	$(BIN)/python bench/goals.py --out out/bench
 
 gpu-check: venv
 	$(BIN)/python bench/gpu_check.py

@@ -8,9 +8,10 @@ The variants are built in bench/variants.py. For each number of classes,
 every variant gets a process of its own (own graph, session and peak RSS),
 and the driver steps them in turn, one step each per round: load bursts on a
 shared machine then hit every variant alike, so the ratios of medians stay
-meaningful. The big variants run first, all alive at once; the small ones
-(SMALL: ~1 ms steps) run after those have exited, so they do not read the
-big ones' busy thread pools. The processes are forked from a server
+meaningful. The small ones (SMALL: ~1 ms steps) run first, at every C, in
+rounds of their own before any big variant's process exists, so they do not
+read the big ones' busy thread pools; then the big ones, all alive at once
+per C. The processes are forked from a server
 that imported TensorFlow once; this driver never imports it. At C=100000 the
 seven processes together need about 12 GB of RAM.
 """
@@ -26,10 +27,10 @@ from pathlib import Path
 
 VARIANTS = ("softmax", "cl", "dense_distmat", "embedding_param",
             "cl_term", "dense_distmat_term", "floor_gather_scatter")
-# Timed apart, after the others' processes have exited: a ~1 ms op timed in
-# rounds between 300 ms steps reads the big steps' thread pools still
-# spinning on the shared cores (seen: the floor 13.5 ms at C=100000 against
-# 0.7 ms alone), not its own cost.
+# Timed apart, first, before any big variant's process exists: a ~1 ms op
+# timed in rounds between 300 ms steps reads the big steps' thread pools
+# still spinning on the shared cores (seen: the floor 13.5 ms at C=100000
+# against 0.7 ms alone), not its own cost.
 SMALL = ("cl_term", "floor_gather_scatter")
 WARMUP = 5
 MIN_REPEATS = 10
@@ -192,7 +193,7 @@ def markdown(rows, checks, info, elapsed_s):
         f"lambda={first['lambda']}, alpha={first['alpha']}. Whole run {elapsed_s:.0f} s.",
         "",
         "Steps at one C interleaved, each variant in its own process; cl_term and the",
-        "floor in rounds of their own after the big variants' processes have exited.",
+        "floor in rounds of their own, first, before any big variant's process ran.",
         "Peak RSS: while stepping (after initialization); step growth: that peak minus",
         "the RSS before the first step; process peak: including initialization.",
         "",
@@ -240,17 +241,20 @@ def main():
 
     start = time.perf_counter()
     context = worker_context()
-    rows = []
-    for num_classes in classes:
-        big = tuple(v for v in VARIANTS if v not in SMALL)
-        phases = measure(context, num_classes, args.batch, args.dim, args.repeats, big)
-        time.sleep(1.0)  # the big ones have exited; let the cores settle
-        phases += measure(context, num_classes, args.batch, args.dim, args.repeats, SMALL)
-        for row in phases:
-            print(f"C={num_classes:>6} {row['variant']:<21} "
-                  f"{row['median_step_s'] * 1e3:9.2f} ms  peak RSS {whole(row['peak_rss_mb'])} MB",
-                  flush=True)
-            rows.append(row)
+    found = {}
+    # The small variants first, at every C, before any big process has run:
+    # nothing else of this run is alive then (no thread pools still spinning,
+    # no gigabytes being freed), so their growth with C is the op's own.
+    big = tuple(v for v in VARIANTS if v not in SMALL)
+    for variants in (SMALL, big):
+        for num_classes in classes:
+            for row in measure(context, num_classes, args.batch, args.dim, args.repeats,
+                               variants):
+                print(f"C={num_classes:>6} {row['variant']:<21} "
+                      f"{row['median_step_s'] * 1e3:9.2f} ms  peak RSS "
+                      f"{whole(row['peak_rss_mb'])} MB", flush=True)
+                found[num_classes, row["variant"]] = row
+    rows = [found[c, v] for c in classes for v in big + SMALL]
     elapsed = time.perf_counter() - start
 
     checks = ratios(rows, max(classes), min(classes))
