@@ -1,7 +1,7 @@
 """`read_centers`: the centers in any file cl's front-ends write.
 
 For migrating between front-ends: read a trained table as numpy, then
-assign it to the new one (`cl.tf2.CenterLoss(...).centers.assign(a)`,
+assign it to the new one (`cl.tf2.CenterLoss(...).load(a)`,
 `cl.keras3.CenterLoss` layer `.centers.assign(a)`; both refuse another
 shape; TF1 code: `cl.get_centers().load(a, session)`). `tf.train.Checkpoint`
 cannot do this: it silently ignores the name-based checkpoints a

@@ -124,6 +124,8 @@ class CenterLoss(keras.layers.Layer):
         # step only; they weight this term and its update as they weight the
         # compiled loss (CenterLossModel gets them from compute_loss).
         model, fit_weights = keras_step()
+        if model is None:
+            table_ops(self._backend).require_visible_step()
         fit_weights = sample_weights(fit_weights, self._what, "fit's sample_weight")
         if fit_weights is not None:
             weights = fit_weights if weights is None else weights * fit_weights
@@ -179,7 +181,7 @@ class CenterLoss(keras.layers.Layer):
         per_sample, centers_batch = table.term(self.centers, ids, features, self.alpha,
                                                weights, bool(training and self.trainable), what)
         if self._center_metric is not None:
-            keras3_metrics.record(self._center_metric, self, keras_step()[0], ids, ok,
+            keras3_metrics.record(self._center_metric, self, keras_step(False)[0], ids, ok,
                                   features, centers_batch, weights)
         per_sample = per_sample * weights
         # There the term also reads NaN, so the progress bar, History and

@@ -144,6 +144,10 @@ class _Table:
     def undo(self, variable):
         """Reverts this step's update where it already ran (eager torch)."""
 
+    def require_visible_step(self):
+        """Raises where a Keras step's frame (fit's sample weights) cannot be
+        seen from the layer (torch.compile); elsewhere the step is plain Python."""
+
     def term(self, variable, ids, features, alpha, weights, update, what):
         """`(per_sample, centers_batch)`: the per-sample loss and the rows it
         read (pre-update); applies the update on `weights`' samples if
@@ -249,19 +253,30 @@ class StepMemo:
         return False
 
 
-def keras_step():
+def keras_step(weights_needed=True):
     """`(model, sample_weight)` of the Keras train or test step running now
-    (sample_weight includes class_weight), or `(None, None)`.
+    (sample_weight includes class_weight), or `(None, None)`; raises where
+    a step runs but its weights cannot be seen, if `weights_needed`.
 
     Keras hands them to `Model.train_step`/`test_step`, never to a layer,
     so a layer reads them from that step's frame: the one route by which
-    fit's weights can reach an update made in the forward pass.
+    fit's weights can reach an update made in the forward pass. A step
+    traced by torch.compile (jit_compile=True on PyTorch) runs other code in
+    that frame, without the step's locals: refused, never read as "no weights".
     """
     frame = sys._getframe(1)
     while frame is not None:
-        if frame.f_code.co_name in ("train_step", "test_step"):
+        name = frame.f_code.co_name
+        if name in ("train_step", "test_step"):
             model = frame.f_locals.get("self")
             if isinstance(model, keras.Model):
+                codes = [getattr(vars(cls).get(name), "__code__", None)
+                         for cls in type(model).__mro__]
+                if frame.f_code not in codes:
+                    if weights_needed:
+                        raise NotImplementedError(rules.HIDDEN_STEP.format(name=name))
+                    return model, None
                 return model, frame.f_locals.get("sample_weight")
         frame = frame.f_back
     return None, None
+

@@ -10,7 +10,9 @@ rows (no collective of the table's size).
 
 Inside a Keras step (jitted or not) an error would lose the model's state
 (Keras's JAX fit detaches the variables' values for the step): the caller
-masks the bad samples and a host callback warns. Its operands, the
+masks the bad samples and a host callback warns, on a step that has any
+(`lax.cond`: a callback every step would cost more than the update). Its
+operands, the
 `[batch]` labels and weights, are first made whole on every device: a
 host callback runs on one device, and XLA cannot move a batch-sharded
 operand there without a full rematerialisation (its "Involuntary full
@@ -56,9 +58,12 @@ class JaxOps:
 
     def check(self, ok, shown, weights, num_classes, what):
         if isinstance(shown, jax.core.Tracer) or get_stateless_scope() is not None:
-            jax.debug.callback(functools.partial(
-                self.warn_if_invalid, num_classes=num_classes, what=what),
-                replicated(shown), replicated(weights))
+            warn = functools.partial(self.warn_if_invalid, num_classes=num_classes, what=what)
+            # The host callback only on a step with a bad sample: a callback
+            # every step costs more than the update itself.
+            jax.lax.cond(jax.numpy.all(ok), lambda *_: None,
+                         lambda *operands: jax.debug.callback(warn, *operands),
+                         replicated(shown), replicated(weights))
         else:
             self.raise_if_invalid(np.asarray(shown),
                                   None if weights is None else np.asarray(weights),

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from keras.src.backend.common.stateless_scope import get_stateless_scope
 
-from cl import formulas
+from cl import formulas, rules
 
 
 def _host(tensor):
@@ -46,6 +46,11 @@ class TorchOps:
         if saved is not None:
             with torch.no_grad():
                 variable.value.index_copy_(0, *saved)
+
+    def require_visible_step(self):
+        # Tracing: Keras's frames are not on the stack at all (see keras_step).
+        if torch.compiler.is_compiling():
+            raise NotImplementedError(rules.HIDDEN_STEP.format(name="train_step"))
 
     def check(self, ok, shown, weights, num_classes, what):
         if shown.device.type == "meta":  # a symbolic call: no values to check

@@ -52,3 +52,12 @@ def valid_weights(weights, backend=formulas.TENSORFLOW):
     """Bool `[batch]`: which sample weights are finite and >= 0."""
     m = formulas.math_of(backend)
     return m.logical_and(m.isfinite(weights), weights >= 0)
+
+
+# A Keras 3 step whose frame cl cannot read (cl.keras3_backends.keras_step).
+HIDDEN_STEP = (
+    "cl.keras3.CenterLoss: Keras's {name} runs here as code compiled by "
+    "torch.compile (jit_compile=True on the PyTorch backend), which hides fit's "
+    "sample_weight / class_weight from the layer: the centers would be updated "
+    "unweighted. Compile with jit_compile=False (Keras's default on PyTorch), or "
+    "use cl.keras3.CenterLossModel, which receives them from Keras's compute_loss.")

@@ -79,6 +79,19 @@ class CenterLoss(tf.Module):
                                        trainable=False, name="centers",
                                        **replicas.table_options())
 
+    def load(self, centers):
+        """Sets the whole table to `centers` (e.g. from `cl.read_centers`),
+        refusing another shape or a non-finite value before any change (a
+        ShardedVariable's own `assign` takes a wrong shape by slicing it)."""
+        centers = tf.convert_to_tensor(centers, tf.float32)
+        expected = [self.num_classes, self.dim]
+        if centers.shape.as_list() != expected:
+            raise ValueError(f"cl.tf2.CenterLoss '{self.name}': centers must have shape "
+                             f"{expected}; received {centers.shape.as_list()}.")
+        tf.debugging.assert_all_finite(
+            centers, f"cl.tf2.CenterLoss '{self.name}': the centers to load are not all finite")
+        self.centers.assign(centers)
+
     def __call__(self, labels, features, training=True, sample_weight=None):
         """Per-sample loss `[batch]` (float32; float64 for float64 features).
 

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import reference
 from conftest import keras3_or_skip
+from helpers import skip_torch_compiled_layer
 
 keras = keras3_or_skip()
+
 from cl.keras3 import CenterLoss, CenterLossModel  # noqa: E402
 
 C, D, B, ALPHA, WEIGHT = 7, 3, 16, 0.5, 0.1
@@ -24,6 +26,7 @@ def centers_of(layer):
 
 
 def build(with_weights=False, **compile_kwargs):
+    skip_torch_compiled_layer(BACKEND, compile_kwargs.get("jit_compile"))
     x = keras.Input((D,), name="x")
     y = keras.Input((), dtype="int32", name="y")
     inputs = [x, y]
@@ -239,6 +242,27 @@ def test_settings_and_shapes_are_checked():
     layer.build([(None, 2), (None,)])
     with pytest.raises(ValueError):
         layer.centers.assign(np.zeros((4, 3), "float32"))
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch.compile is PyTorch's jit_compile")
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "sample_weight"])
+def test_torch_compile_refuses_the_plain_layer(rng, weighted):
+    """Under torch.compile no frame holds fit's sample weights: the layer
+    would update unweighted. Refused, saying what to use, before any change
+    (with or without weights: the layer cannot tell)."""
+    x = keras.Input((D,), name="x")
+    y = keras.Input((), dtype="int32", name="y")
+    layer = CenterLoss(C, alpha=ALPHA, weight=WEIGHT, name="center")
+    model = keras.Model([x, y], keras.layers.Dense(C)(layer([x, y])))
+    model.compile(keras.optimizers.SGD(0.01),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True)
+    xb, yb = next(batches(rng, 1))
+    before = [keras.ops.convert_to_numpy(v.value).copy() for v in model.variables]
+    weights = rng.uniform(0.5, 2.0, len(yb)).astype("float32") if weighted else None
+    with pytest.raises(NotImplementedError, match="jit_compile=False.*CenterLossModel"):
+        model.fit([xb, yb], yb, sample_weight=weights, batch_size=B, verbose=0)
+    for variable, value in zip(model.variables, before):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable.value), value)
 
 
 class TestCenterLossModel:

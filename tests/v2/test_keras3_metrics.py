@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import reference
 from conftest import keras3_or_skip
+from helpers import skip_torch_compiled_layer
 
 keras = keras3_or_skip()
+
 from cl.keras3 import CenterLoss, CenterLossModel  # noqa: E402
 
 C, D, B, STEPS, ALPHA, WEIGHT = 7, 3, 16, 4, 0.5, 0.1
@@ -52,6 +54,7 @@ def data(rng, steps=STEPS, classes=5):
 
 
 def functional(jit=False, center_metrics=True):
+    skip_torch_compiled_layer(keras.backend.backend(), jit)
     x = keras.Input((D,), name="x")
     y = keras.Input((), dtype="int32", name="y")
     layer = CenterLoss(C, alpha=ALPHA, weight=WEIGHT, name="center",

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import reference
 from conftest import keras3_or_skip
-from helpers import run_python
+from helpers import run_python, skip_torch_compiled_layer
 
 keras = keras3_or_skip()
 from cl.keras3 import CenterLoss, CenterLossModel  # noqa: E402
@@ -20,9 +20,10 @@ from cl.keras3 import CenterLoss, CenterLossModel  # noqa: E402
 C, D, B, ALPHA, WEIGHT = 5, 3, 12, 0.5, 0.1
 BACKEND = keras.backend.backend()
 TF = BACKEND == "tensorflow"
-# Keras's torch step runs eagerly on the variables themselves (jit_compile
-# too: torch.compile falls back to eager around cl's check): a bad label
-# raises before any change and no state is lost.
+# Keras's torch step runs eagerly on the variables themselves (torch.compile
+# too, for CenterLossModel: it falls back to eager around cl's check; the
+# plain layer refuses torch.compile): a bad label raises before any change
+# and no state is lost.
 TORCH = BACKEND == "torch"
 TOL = dict(rtol=1e-5, atol=1e-6)
 # Where a step cannot raise (TF under XLA, any Keras step on JAX): NaN loss,
@@ -64,6 +65,7 @@ def data(rng, labels_dtype="int32"):
 
 def layer_model(jit=False, with_weights=False, labels_dtype="int32", trainable=True,
                 **compile_kwargs):
+    skip_torch_compiled_layer(BACKEND, jit)
     x = keras.Input((D,), name="x")
     y = keras.Input((), dtype=labels_dtype, name="y")
     inputs = [x, y]
@@ -187,10 +189,12 @@ class TestItem1FitWeightsReachTheUpdate:
         np.testing.assert_allclose(loss, float(softmax) + term, rtol=1e-5)
         np.testing.assert_array_equal(centers_of(layer), centers)
 
-    def test_center_loss_model_keeps_fit_weights(self, rng):
-        model = wrapped_model()
+    @pytest.mark.parametrize("jit", COMPILED, ids=["plain", "jit"])
+    def test_center_loss_model_keeps_fit_weights(self, rng, jit):
+        # jit on torch too: torch.compile passes compute_loss its weights
+        model = wrapped_model(jit)
         x, y = data(rng)
-        w = np.ones(B, "float32")
+        w = rng.uniform(0.5, 2.0, B).astype("float32")
         w[y == y[0]] = 0.0
         model.fit(x, y, sample_weight=w, batch_size=B, verbose=0)
         features = model.predict(x, verbose=0)[1]
@@ -274,7 +278,10 @@ class TestItem3OneLayerTwoEmbeddings:
         (xa, ya), (xb, yb) = data(rng), data(rng)
         model([xa, xb, ya, yb])  # builds it (no training, no update)
         before = [keras.ops.convert_to_numpy(v.value).copy() for v in model.variables]
-        with pytest.raises(ValueError, match="called a second time with labels in one step"):
+        # (torch.compile: refused earlier, for hiding fit's weights)
+        error, match = ((NotImplementedError, "torch.compile") if TORCH and jit else
+                        (ValueError, "called a second time with labels in one step"))
+        with pytest.raises(error, match=match):
             model.train_on_batch([xa, xb, ya, yb], ya)
         for v, b in zip(model.variables, before):
             np.testing.assert_array_equal(keras.ops.convert_to_numpy(v.value), b)

@@ -103,3 +103,31 @@ def test_checkpoint_round_trip_and_shape_mismatch(rng, tmp_path):
         tf.train.Checkpoint(center=other).restore(path)
     with pytest.raises(ValueError):
         other.centers.assign(center.centers)
+
+
+def test_load_refuses_another_shape_or_non_finite_values_before_any_change(rng):
+    center = CenterLoss(C, D)
+    start = rng.normal(size=(C, D)).astype(np.float32)
+    center.load(start)
+    np.testing.assert_array_equal(center.centers.numpy(), start)
+    for bad in (np.zeros((C + 1, D), np.float32), np.zeros((C, D + 1), np.float32)):
+        with pytest.raises(ValueError, match=rf"\[{C}, {D}\]; received \[{bad.shape[0]}, {bad.shape[1]}\]"):
+            center.load(bad)
+    nan = start.copy()
+    nan[1, 1] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError, match="not all finite"):
+        center.load(nan)
+    np.testing.assert_array_equal(center.centers.numpy(), start)
+
+
+def test_load_guards_a_sharded_table_whose_assign_would_slice():
+    """What ParameterServerStrategy makes: its assign takes a wrong shape."""
+    from tensorflow.python.distribute.sharded_variable import ShardedVariable
+    center = CenterLoss(4, 2)
+    center.centers = ShardedVariable([tf.Variable(tf.zeros([2, 2])), tf.Variable(tf.zeros([2, 2]))])
+    center.centers.assign(tf.ones([5, 2]))  # TF itself: accepted, sliced
+    with pytest.raises(ValueError, match=r"\[4, 2\]; received \[5, 2\]"):
+        center.load(np.ones([5, 2], np.float32))
+    center.load(np.full([4, 2], 3.0, np.float32))
+    np.testing.assert_array_equal(
+        np.concatenate([v.numpy() for v in center.centers.variables]), np.full([4, 2], 3.0))
