@@ -108,13 +108,19 @@ def test_partitioned_table_follows_the_rule(session, rng, variable_kind, how):
     assert shard_readers(built[-1], table) <= allowed, shard_readers(built[-1], table)
 
 
-def test_loss_value_uses_the_pre_update_centers(session, rng):
+def three_shard_loss(session):
+    """Placeholders, the loss on a 3-shard table `m/center_loss/centers`
+    (initialised), and the table."""
     labels = tf.compat.v1.placeholder(tf.int32, [B])
     features = tf.compat.v1.placeholder(tf.float32, [B, D])
     with tf.compat.v1.variable_scope("m", partitioner=THREE_SHARDS):
         loss = cl.center_loss(labels, features, ALPHA, C)
-    table = cl.get_centers("m/center_loss")
     session.run(tf.compat.v1.global_variables_initializer())
+    return labels, features, loss, cl.get_centers("m/center_loss")
+
+
+def test_loss_value_uses_the_pre_update_centers(session, rng):
+    labels, features, loss, table = three_shard_loss(session)
     centers = np.zeros([C, D], np.float32)
     for batch in BATCHES:
         values = rng.normal(size=[B, D]).astype(np.float32)
@@ -142,12 +148,7 @@ def test_blog_loss_under_a_partitioned_scope(session, rng):
 
 
 def test_bad_labels_leave_every_shard_untouched(session, rng):
-    labels = tf.compat.v1.placeholder(tf.int32, [B])
-    features = tf.compat.v1.placeholder(tf.float32, [B, D])
-    with tf.compat.v1.variable_scope("m", partitioner=THREE_SHARDS):
-        loss = cl.center_loss(labels, features, ALPHA, C)
-    table = cl.get_centers("m/center_loss")
-    session.run(tf.compat.v1.global_variables_initializer())
+    labels, features, loss, table = three_shard_loss(session)
     values = rng.normal(size=[B, D]).astype(np.float32)
     session.run(loss, {labels: BATCHES[0], features: values})
     before = whole(session, table)

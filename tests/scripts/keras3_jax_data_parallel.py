@@ -17,7 +17,6 @@ step gradients to all-reduce. Prints one RESULT line (JSON).
 import json
 import os
 import pathlib
-import re
 import sys
 
 DEVICES = 4
@@ -31,16 +30,13 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, sys.argv[1])  # tests/, for the numpy reference
+sys.path.insert(0, os.path.join(sys.argv[1], "scripts"))
 import reference  # noqa: E402
+from hlo import collectives, compiled_steps  # noqa: E402
 
 import cl.keras3  # noqa: E402
 
 C, D, B, ALPHA, STEPS = 4099, 8, 32, 0.5, 4  # B global: 8 samples per device
-COLLECTIVES = ("all-gather", "all-reduce", "collective-permute", "all-to-all", "reduce-scatter",
-               "collective-broadcast", "ragged-all-to-all")
-INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(\(.*?\)|\w+\[[\d,]*\](?:\{[^}]*\})?)"
-                         r"\s+([\w\-]+)\((.*?)\)")
-SHAPE = re.compile(r"\w+\[([\d,]*)\]")
 
 
 def batches(rng):
@@ -106,36 +102,14 @@ def train(build, route):
             "moved_by_evaluate": moved_by_evaluate}
 
 
-def collectives(path):
-    """`[(opcode, [shape, ...])]`: each collective of an optimised HLO module,
-    with the shapes of its result and its operands."""
-    shapes, found = {}, []
-    for line in path.read_text().splitlines():
-        match = INSTRUCTION.match(line)
-        if not match:
-            continue
-        name, result, opcode, operands = match.groups()
-        shapes[name] = [tuple(int(d) for d in dims.split(",") if d) for dims in SHAPE.findall(result)]
-        if opcode.removesuffix("-start") in COLLECTIVES:
-            seen = list(shapes[name])
-            for operand in re.findall(r"%([\w.\-]+)", operands):
-                seen += shapes.get(operand, [])
-            found.append((opcode, list(dict.fromkeys(seen))))
-    return found
-
-
-def compiled_steps():
-    return sorted(DUMP.glob("*train_step*after_optimizations.txt"))
-
-
 def main():
     keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
     report = {"devices": len(jax.devices()), "classes": C, "dim": D, "global_batch": B}
     for name, build in (("layer", layer_model), ("model", wrapped_model)):
         for route in ("fit", "train_on_batch"):
-            before = set(compiled_steps())
+            before = set(compiled_steps(DUMP))
             report[f"{name}_{route}"] = train(build, route)
-            modules = [path for path in compiled_steps() if path not in before]
+            modules = [path for path in compiled_steps(DUMP) if path not in before]
             seen = [(op, shapes) for path in modules for op, shapes in collectives(path)]
             report[f"{name}_{route}"].update(
                 compiled_steps=len(modules), collectives=sorted({f"{op} {shapes}" for op, shapes in seen}),
