@@ -7,7 +7,7 @@
 import tensorflow as tf
 
 from cl import formulas, ops
-from cl.graph import checks, table
+from cl.graph import checks, shards, table
 
 
 class TowerCenterLoss:
@@ -92,11 +92,10 @@ class TowerCenterLoss:
             features = tf.concat([tf.cast(x, dtype) for x in features], axis=0)
             # After every tower's read (which also checked its labels).
             with tf.control_dependencies(losses):
-                rows = tf.cast(tf.gather(self.centers, labels), dtype)
+                rows = tf.cast(shards.read_rows(self.centers, labels), dtype)
             class_ids, deltas = formulas.center_update(
                 labels, features, rows, self.alpha, weights)
-            scatter = tf.compat.v1.scatter_sub(
-                self.centers, class_ids, tf.cast(deltas, tf.float32))
+            scatter = shards.subtract_rows(self.centers, class_ids, tf.cast(deltas, tf.float32))
             with tf.control_dependencies([scatter]):
                 self._update = tf.no_op(name="update")
         return self._update

@@ -82,12 +82,29 @@ def _assign(model, values, source):
          for pair in shards.split_rows(table, np.asarray(value, np.float32))])
 
 
+def _tf_checkpoint_prefix(filepath):
+    if tf.io.gfile.exists(filepath + ".index"):
+        return filepath
+    return tf.train.latest_checkpoint(filepath)
+
+
+def _tf_checkpoint_tables(filepath):
+    """{index: whole table} of the Keras 2 tables in a TF-format checkpoint."""
+    prefix = _tf_checkpoint_prefix(filepath)
+    tables = {}
+    while prefix is not None:
+        try:
+            tables[len(tables)] = read_centers(prefix, tracking_name(len(tables)))
+        except KeyError:
+            break
+    return tables
+
+
 def _reshard_from_checkpoint(model, filepath):
     """After a TF-format load_weights: a table saved with another number of
     shards (or whole, or split) has keys Keras does not match, and Keras
     would leave it as it was without a word; read it whole and assign it."""
-    prefix = filepath if tf.io.gfile.exists(filepath + ".index") else \
-        tf.train.latest_checkpoint(filepath)
+    prefix = _tf_checkpoint_prefix(filepath)
     if prefix is None:
         return
     keys = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
@@ -205,6 +222,13 @@ def _extend(cls):
                 self.__dict__[PENDING_ATTR] = dict(enumerate(values))
         elif centers_of(self):
             _reshard_from_checkpoint(self, str(filepath))
+        else:
+            # Loaded before compile: Keras restores a table later only if its
+            # shards match the saved ones key for key; cl fills it whatever
+            # its number of shards when it is made.
+            pending = _tf_checkpoint_tables(str(filepath))
+            if pending:
+                self.__dict__[PENDING_ATTR] = pending
         return result
 
     for name, method in (("get_weights", get_weights), ("set_weights", set_weights),

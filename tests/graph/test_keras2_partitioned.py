@@ -112,3 +112,18 @@ def test_bad_partitioner_is_refused():
     with pytest.raises(TypeError, match="received 'four'"):
         cl.CenterLoss(C, partitioner="four")
     assert cl.CenterLoss(C, partitioner=4).get_config()["partitioner"] == 4
+
+
+@pytest.mark.parametrize("shards_after", [3, 2, None])
+def test_tf_format_weights_loaded_before_compile_fill_any_number_of_shards(tmp_path, rng,
+                                                                        shards_after):
+    source = model_with(3)
+    trained = fit_steps(source, rng, steps=1)[2]
+    source.save_weights(str(tmp_path / "w"))
+    inputs = keras.Input([D_IN])
+    embedding = keras.layers.Dense(D, name="embedding")(inputs)
+    target = keras.Model(inputs, [keras.layers.Dense(C, name="logits")(embedding), embedding])
+    target.load_weights(str(tmp_path / "w"))  # no cl table yet
+    cl.compile_model(target, SGD(0.0), loss={
+        "logits": cl.SparseSoftmaxLoss(), "embedding": cl.CenterLoss(C, ALPHA, partitioner=shards_after)})
+    np.testing.assert_allclose(centers(target)[0], trained, rtol=1e-6)

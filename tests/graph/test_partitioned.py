@@ -254,3 +254,24 @@ def test_a_big_table_costs_its_size_once(which):
     initializer: 2.08 table-sizes at 10^6 x 128, the folded zeros kept)."""
     done = run_python(script("table_memory"), which)
     assert result_of(done.stdout, done.stderr)["table_sizes"] < 1.5
+
+
+def test_tf1_towers_share_one_partitioned_table(session, rng):
+    """In-graph replication: 2 towers' batches, one update on a table split
+    by rows (the tower idiom with the big table on the host or ps)."""
+    towers = cl.TowerCenterLoss(C, alpha=ALPHA)
+    inputs = [(tf.compat.v1.placeholder(tf.int32, [B]), tf.compat.v1.placeholder(tf.float32, [B, D]))
+              for _ in range(2)]
+    with tf.compat.v1.variable_scope("towers", partitioner=THREE_SHARDS):
+        losses = [towers(labels, features) for labels, features in inputs]
+    update = towers.update_op()
+    table = towers.centers
+    assert isinstance(table, PartitionedVariable) and len(list(table)) == 3
+    session.run(tf.compat.v1.global_variables_initializer())
+    values = [rng.normal(size=[B, D]).astype(np.float32) for _ in inputs]
+    feed = {placeholder: value for (labels, features), batch, value in zip(inputs, BATCHES, values)
+            for placeholder, value in ((labels, batch), (features, value))}
+    session.run([update] + losses, feed)
+    expected = reference.update_centers(np.concatenate(BATCHES[:2]), np.concatenate(values),
+                                        np.zeros([C, D]), ALPHA)
+    np.testing.assert_allclose(whole(session, table), expected, rtol=1e-5, atol=1e-6)
