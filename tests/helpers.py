@@ -79,3 +79,12 @@ def skip_torch_compiled_layer(backend, jit):
     import pytest
     if backend == "torch" and jit:
         pytest.skip(TORCH_COMPILED_LAYER)
+
+
+def fresh_torch_compile():
+    """Forgets what torch.compile traced so far in this process. Keras's
+    torch steps share one code object, and after 8 recompiles of it dynamo
+    runs it eagerly for good: a test of compiled behaviour would then test
+    eager, depending on the tests before it."""
+    import torch
+    torch._dynamo.reset()

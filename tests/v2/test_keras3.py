@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import reference
 from conftest import keras3_or_skip
-from helpers import skip_torch_compiled_layer
+from helpers import fresh_torch_compile, skip_torch_compiled_layer
 
 keras = keras3_or_skip()
 
@@ -250,6 +250,7 @@ def test_torch_compile_refuses_the_plain_layer(rng, weighted):
     """Under torch.compile no frame holds fit's sample weights: the layer
     would update unweighted. Refused, saying what to use, before any change
     (with or without weights: the layer cannot tell)."""
+    fresh_torch_compile()
     x = keras.Input((D,), name="x")
     y = keras.Input((), dtype="int32", name="y")
     layer = CenterLoss(C, alpha=ALPHA, weight=WEIGHT, name="center")
