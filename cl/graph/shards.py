@@ -50,13 +50,19 @@ def shards_of(table):
     dim = table.shape.as_list()[1]
     split = [shard.shape.as_list() for shard in shards]
     if any(shape[1] != dim for shape in split):
-        raise ValueError(
-            f"cl: the centers table '{table.name}' {table.shape.as_list()} is split "
-            f"along its feature axis (shards {split}); cl needs shards of whole "
-            f"rows. Use a partitioner that splits axis 0, e.g. "
-            f"tf.compat.v1.fixed_size_partitioner(num_shards) or "
-            f"tf.compat.v1.min_max_variable_partitioner(max_partitions, axis=0).")
+        raise feature_split_error(table.name, table.shape.as_list(), f"shards {split}")
     return shards
+
+
+def feature_split_error(name, shape, split):
+    """The ValueError for a table `name` of `shape` split (`split` says how)
+    along its feature axis."""
+    return ValueError(
+        f"cl: the centers table '{name}' {shape} is split along its feature axis "
+        f"({split}); cl needs shards of whole rows, so that a class's center lives "
+        f"on one shard. Use a partitioner that splits axis 0, e.g. "
+        f"tf.compat.v1.fixed_size_partitioner(num_shards) or "
+        f"tf.compat.v1.min_max_variable_partitioner(max_partitions, axis=0).")
 
 
 def _route(shards, ids):

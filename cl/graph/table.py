@@ -123,14 +123,9 @@ def _check_partitioning(partitioner, scope, shape):
         return
     parts = list(partitioner(shape=tf.TensorShape(shape), dtype=tf.float32))
     if any(count != 1 for count in parts[1:]):
-        raise ValueError(
-            f"cl: the partitioner of the centers table '{scope}/{CENTERS_NAME}' "
-            f"{shape} splits it along its feature axis (partitions {parts}); cl "
-            f"needs shards of whole rows, so that a class's center lives on one "
-            f"shard. Use a partitioner that splits axis 0, e.g. "
-            f"tf.compat.v1.fixed_size_partitioner(num_shards) or "
-            f"tf.compat.v1.min_max_variable_partitioner(max_partitions, axis=0).")
-    if partitioner is not None and tf.distribute.has_strategy():
+        raise shards.feature_split_error(f"{scope}/{CENTERS_NAME}", shape,
+                                         f"its partitioner returned {parts}")
+    if tf.distribute.has_strategy():
         raise ValueError(
             f"cl: the centers table '{scope}/{CENTERS_NAME}' would be partitioned "
             f"under {type(tf.distribute.get_strategy()).__name__}, which keeps a "
