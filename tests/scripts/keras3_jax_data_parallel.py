@@ -31,10 +31,9 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, sys.argv[1])  # tests/, for the numpy reference
 sys.path.insert(0, os.path.join(sys.argv[1], "scripts"))
+import keras3_models  # noqa: E402
 import reference  # noqa: E402
 from hlo import collectives, compiled_steps  # noqa: E402
-
-import cl.keras3  # noqa: E402
 
 C, D, B, ALPHA, STEPS = 4099, 8, 32, 0.5, 4  # B global: 8 samples per device
 
@@ -59,22 +58,11 @@ def per_device_rule(labels, features, centers):
 
 
 def layer_model():
-    x = keras.Input((D,))
-    y = keras.Input((), dtype="int32")
-    layer = cl.keras3.CenterLoss(C, alpha=ALPHA, weight=0.1)
-    head = keras.layers.Dense(3)(layer([keras.layers.Identity()(x), y]))
-    model = keras.Model([x, y], head)
-    model.compile(keras.optimizers.SGD(0.1), "mse")
-    return model, layer.centers, lambda labels, features: ([features, labels], np.zeros((B, 3)))
+    return keras3_models.layer_model(C, D, B, ALPHA, learning_rate=0.1)
 
 
 def wrapped_model():
-    x = keras.Input((D,))
-    backbone = keras.Model(x, [keras.layers.Dense(3)(x), keras.layers.Identity()(x)])
-    model = cl.keras3.CenterLossModel(backbone, C, alpha=ALPHA, weight=0.1)
-    model.compile(keras.optimizers.SGD(0.1),
-                  lambda y_true, y_pred: keras.ops.mean(keras.ops.square(y_pred), axis=-1))
-    return model, model.centers, lambda labels, features: (features, labels)
+    return keras3_models.wrapped_model(C, D, ALPHA, learning_rate=0.1)
 
 
 def train(build, route):
