@@ -47,6 +47,31 @@ def require_graph_mode(what):
             f"eager tf_keras do in compile/fit). {GRAPH_MODE_HINT}")
 
 
+# The function graphs TF2's control flow builds its bodies in (their module
+# is internal: compared by name); TF1's marks the graph with a context.
+_LOOP_GRAPHS = ("WhileBodyFuncGraph", "WhileCondFuncGraph")
+_BRANCH_GRAPHS = ("CondBranchFuncGraph",)
+
+
+def control_flow_body():
+    """"loop" or "conditional" when ops are being added to a loop or branch
+    body (TF2 or TF1 control flow) of the default graph, else None."""
+    graph = tf.compat.v1.get_default_graph()
+    while graph is not None:
+        kind = type(graph).__name__
+        if kind in _LOOP_GRAPHS:
+            return "loop"
+        if kind in _BRANCH_GRAPHS:
+            return "conditional"
+        context = graph._get_control_flow_context()  # TF1 control flow, private
+        if context is not None and context.IsWhileContext():
+            return "loop"
+        if context is not None and context.IsCondContext():
+            return "conditional"
+        graph = getattr(graph, "outer_graph", None)
+    return None
+
+
 def keras_module():
     """The Keras 2 module matching the installed TensorFlow.
 
@@ -64,6 +89,26 @@ def keras_module():
             f" ships Keras 3 as tf.keras, so install the matching tf_keras: "
             f"pip install 'tf-keras~={major}.{minor}.0'") from error
     return tf_keras
+
+
+# Estimator calls model_fn from this method, with the mode as a local:
+# tf.estimator tells model_fn the mode and nothing else of the graph.
+ESTIMATOR_FRAME = "_call_model_fn"
+
+
+def estimator_mode():
+    """"train", "eval" or "infer" while a tf.estimator Estimator builds its
+    model_fn's graph, else None."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == ESTIMATOR_FRAME:
+            owner = frame.f_locals.get("self")
+            mode = frame.f_locals.get("mode")
+            if isinstance(mode, str) and any(cls.__module__.startswith("tensorflow_estimator")
+                                             for cls in type(owner).__mro__):
+                return mode
+        frame = frame.f_back
+    return None
 
 
 def keras2_root(model):

@@ -11,8 +11,8 @@ with `control_dependencies`.
 
 import tensorflow as tf
 
-from cl import compat, formulas, settings
-from cl.graph import checks, replicas, shards, sites, table, ties
+from cl import compat, formulas, rules, settings
+from cl.graph import checks, replicas, shards, sites, table, targets, ties
 
 
 @tf.autograph.experimental.do_not_convert
@@ -37,18 +37,27 @@ def center_loss(labels, features, alpha=None, num_classes=None, name=None,
         PartitionedVariable split by rows) to use instead of creating or
         reusing one.
       training: None: update every time the op runs, except when Keras
-        `compile` builds the loss: then only in training steps (Keras feeds
+        `compile` builds the loss (then only in training steps: Keras feeds
         its learning phase True to the train function alone, so evaluate,
-        predict and validation_data never move the centers). Or a Python or
-        tensor bool gating the update.
+        predict and validation_data never move the centers) and when an
+        Estimator builds its model_fn for evaluate or predict (read only).
+        Or a Python or tensor bool gating the update. One table takes one
+        updating call per graph (a second is refused: ValueError); calls
+        with `training=False` only read it.
       update_on: what makes a `session.run` apply the update; default
         `cl.UPDATE_ON` at call time. "loss" (the blog's behaviour): running
         the loss, or any gradient of it (`train_op` alone too, with static
         or dynamic batch size). "gradient": only a run that computes the
         loss's gradient, so evaluation runs, hooks that fetch the loss and
-        separate summary runs never move the centers (Estimator,
-        MonitoredTrainingSession). Either way one run applies one update,
-        however many times it uses the loss or its gradients.
+        separate summary runs never move the centers. "update_ops": the
+        update joins `tf.compat.v1.GraphKeys.UPDATE_OPS` and nothing else,
+        BatchNormalization's idiom: a train op built under
+        `tf.control_dependencies(tf.compat.v1.get_collection(UPDATE_OPS))`
+        moves the centers once per run even when no gradient reaches the
+        features (a frozen backbone), and no other run does (evaluation,
+        serving). Either way one run applies one update, however many
+        times it uses the loss or its gradients. Under Keras 2 compile the
+        mode does not matter: every training step updates once.
       sample_weight: float `[batch]` >= 0, or None. The update is the paper's
         rule weighted by it (`cl.formulas`): a sample of weight 0 neither
         moves its center nor counts in n_j. The returned loss is NOT
@@ -65,7 +74,10 @@ def center_loss(labels, features, alpha=None, num_classes=None, name=None,
 
     Raises:
       ValueError / TypeError at graph construction for a bad alpha,
-      num_classes, feature rank or dtype; InvalidArgumentError at run time,
+      num_classes, feature rank or dtype, or a second updating call on
+      the same table; RuntimeError inside a loop or conditional body
+      (while_loop, map_fn, cond: call it outside, see the message);
+      InvalidArgumentError at run time,
       before any variable changes, for labels out of range or of a batch
       size different from the features, or negative/NaN sample weights.
     """
@@ -73,6 +85,9 @@ def center_loss(labels, features, alpha=None, num_classes=None, name=None,
     # context, the read, the update, the ties) must happen in this order
     # inside one name scope, and each is a call into cl.graph.
     what = "center_loss"
+    body = compat.control_flow_body()
+    if body is not None:
+        raise RuntimeError(rules.control_flow_body(f"cl.{what}", body))
     compat.require_graph_mode(what)
     update_on = ties.check_update_on(settings.value_or_default(update_on, "UPDATE_ON"))
     alpha = formulas.check_alpha(settings.value_or_default(alpha, "ALPHA"))
@@ -82,7 +97,7 @@ def center_loss(labels, features, alpha=None, num_classes=None, name=None,
         features = tf.convert_to_tensor(features, name="features")
         labels = tf.convert_to_tensor(labels, name="labels")
         dim = checks.check_features(features, what)
-        checks.check_labels(labels, features, what)
+        labels = checks.check_labels(labels, features, what)
         # Under Keras compile: the model's own table, Keras's sample weights,
         # updates only in training steps, one update per table per step.
         site = sites.current()
@@ -101,11 +116,20 @@ def center_loss(labels, features, alpha=None, num_classes=None, name=None,
             sample_weight = site.sample_weight if sample_weight is None else sample_weight
             # Under a strategy: the template's loss reads, the clones' update.
             training = site.distributed_training(centers, training)
+            # Keras 2's train function runs the loss in every step, and its
+            # learning phase gates the update: the loss tie fires once per
+            # step in every mode, whatever the gradient reaches.
+            update_on = ties.LOSS
+        elif training is None and compat.estimator_mode() not in (None, "train"):
+            # Estimator's evaluate and predict (and serving exports): read only.
+            training = False
+        if training is not False and site is None:
+            ties.claim(centers, f"cl.{what}", labels)
         compute_dtype = checks.compute_dtype(features.dtype)
         features = tf.cast(features, compute_dtype)
-        weights, weight_assertions = checks.checked_sample_weight(
-            sample_weight, labels, compute_dtype, what)
-        assertions = (checks.label_assertions(labels, features, num_classes, what)
+        weights, _, weight_assertions = checks.checked_sample_weight(
+            sample_weight, labels, compute_dtype, what, keras_default=site is not None)
+        assertions = (checks.label_checks(labels, features, num_classes, what)[1]
                       + [table.initialised_check(centers)] + weight_assertions)
         with tf.control_dependencies(assertions):
             labels = tf.identity(labels)
@@ -172,14 +196,15 @@ def softmax_center_loss(labels, features, num_classes, alpha, lambda_,
         site = sites.current()
         if sample_weight is None and site is not None:
             sample_weight = site.sample_weight
-        targets, ids = checks.softmax_targets(labels, num_classes, "cl.loss", sample_weight)
-        center_term = center_loss(
-            ids, features, alpha=alpha, num_classes=num_classes, centers=centers,
-            training=training, sample_weight=sample_weight, update_on=update_on,
-            partitioner=partitioner)
+        onehot, ids = targets.softmax_targets(labels, num_classes, "cl.loss", sample_weight)
+        with sites.scope(site):
+            center_term = center_loss(
+                ids, features, alpha=alpha, num_classes=num_classes, centers=centers,
+                training=training, sample_weight=sample_weight, update_on=update_on,
+                partitioner=partitioner)
         if batch_sum:
             center_term = tf.reduce_sum(center_term) * tf.ones_like(center_term)
-        softmax_term = softmax_loss(targets, features)
+        softmax_term = softmax_loss(onehot, features)
         return softmax_term + tf.cast(lambda_, center_term.dtype) * center_term
 
 

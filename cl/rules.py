@@ -13,7 +13,7 @@ left out of the update). Their messages are built from the texts here.
 Backend-agnostic like `cl.formulas` (TensorFlow by default, or JAX).
 """
 
-from cl import formulas
+from cl import backend_math
 
 WHOLE_NUMBERS = "class ids must be whole numbers"
 WEIGHTS = "sample weights must be finite and >= 0 (use 0 to mask a sample)"
@@ -30,27 +30,27 @@ def compute_dtype_name(dtype_name):
     return "float64" if dtype_name == "float64" else "float32"
 
 
-def valid_class_ids(labels, num_classes, backend=formulas.TENSORFLOW):
+def valid_class_ids(labels, num_classes, backend=backend_math.TENSORFLOW):
     """Bool `[batch]`: which labels are whole numbers in `[0, num_classes)`
     (False for NaN). Integer labels skip the whole-number test."""
-    m = formulas.math_of(backend)
+    m = backend_math.math_of(backend)
     in_range = m.logical_and(labels >= 0, labels < num_classes)
     if not m.is_floating(labels):
         return in_range
     return m.logical_and(in_range, m.floor(labels) == labels)
 
 
-def row_names_a_class(rows, backend=formulas.TENSORFLOW):
+def row_names_a_class(rows, backend=backend_math.TENSORFLOW):
     """Bool `[batch]` for one-hot (or soft) float rows `[batch, C]`: which
     name a class (some entry > 0, all finite). An all-zero or NaN row, the
     usual "unlabeled" marker, would otherwise train as an arbitrary class."""
-    m = formulas.math_of(backend)
+    m = backend_math.math_of(backend)
     return m.logical_and(m.any_rows(rows > 0), m.all_rows(m.isfinite(rows)))
 
 
-def valid_weights(weights, backend=formulas.TENSORFLOW):
+def valid_weights(weights, backend=backend_math.TENSORFLOW):
     """Bool `[batch]`: which sample weights are finite and >= 0."""
-    m = formulas.math_of(backend)
+    m = backend_math.math_of(backend)
     return m.logical_and(m.isfinite(weights), weights >= 0)
 
 
@@ -61,3 +61,37 @@ HIDDEN_STEP = (
     "sample_weight / class_weight from the layer: the centers would be updated "
     "unweighted. Compile with jit_compile=False (Keras's default on PyTorch), or "
     "use cl.keras3.CenterLossModel, which receives them from Keras's compute_loss.")
+
+
+# The TF1 graph's refusals (cl.graph, cl.ops): one table, one update per run.
+def second_update(what, table, first):
+    """A second call that would update `table` in the same graph."""
+    return (
+        f"{what}: the centers table '{table}' is already updated by another call in "
+        f"this graph ({first}); a second updating call would apply a second update in "
+        f"the same session.run, in an order TensorFlow picks, sometimes both from the "
+        f"same read. Call the center loss once, on the batches concatenated along the "
+        f"batch axis (tf.concat of both heads' or siamese branches' features and "
+        f"labels); for towers on several devices use cl.TowerCenterLoss; for an "
+        f"evaluation tower or a serving output pass training=False; if this call is "
+        f"inside tf.recompute_grad (which runs the function again for the gradient), "
+        f"compute the center loss outside the recomputed function; to build a new "
+        f"model (a k-fold loop), use a new tf.Graph() or a new name= for its table.")
+
+
+def control_flow_body(what, body):
+    """A graph-mode center loss built inside a loop or conditional `body`."""
+    if body == "loop":
+        where = ("a loop body (tf.while_loop, tf.map_fn, tf.scan, tf.foldl): each "
+                 "iteration would apply its own update, iterations racing on the table "
+                 "under TF1 control flow, and sess.run(train_op) alone would never run it")
+        fix = ("Call it once, outside the loop, on the features and labels the loop "
+               "produced (e.g. map_fn's stacked outputs, or a TensorArray's stack()).")
+    else:
+        where = ("a conditional branch (tf.cond, tf.case, tf.switch_case): the update "
+                 "would run only with that branch, and sess.run(train_op) alone would "
+                 "never run it")
+        fix = ("Call it outside the conditional and pass its predicate as "
+               "training=<bool tensor>: the update runs only when it is true, the loss "
+               "is computed either way.")
+    return f"{what} was called inside {where}. {fix}"

@@ -3,6 +3,7 @@
 `tf.estimator` exists up to TensorFlow 2.15; the file skips elsewhere.
 """
 
+import inspect
 import pathlib
 import re
 
@@ -112,8 +113,10 @@ def test_train_evaluate_predict(trained):
     assert embedding.shape == (len(y), D) and logits.shape == (len(y), C)
 
 
-def test_blog_mode_evaluate_reads_centers_moved_by_eval_batches(trained, tmp_path):
-    """The trap the README's update_on="gradient" avoids, measured."""
+def test_blog_mode_evaluate_reports_the_trained_centers_loss(trained, tmp_path):
+    """Issue 21 item 4: the README's model_fn in the blog's mode (no
+    update_on, no training=) used to report a loss from centers its eval
+    batches moved (2.94520 vs 2.94204); cl now reads the Estimator's mode."""
     blog = estimator.Estimator(blog_mode_model_fn, model_dir=trained.model_dir, params=PARAMS)
     x, y = data(1, 3)
     embedding, logits = predicted(blog, x)
@@ -122,7 +125,8 @@ def test_blog_mode_evaluate_reads_centers_moved_by_eval_batches(trained, tmp_pat
         softmax_loss(y[r], logits[r]).mean() + LAMBDA * reference.center_loss(
             y[r], embedding[r], centers).mean()
         for r in (slice(s, s + B) for s in range(0, len(y), B))])
-    assert abs(blog.evaluate(input_fn(x, y))["loss"] - from_trained) > 1e-4
+    np.testing.assert_allclose(blog.evaluate(input_fn(x, y))["loss"], from_trained, rtol=1e-5)
+    np.testing.assert_array_equal(blog.get_variable_value(TABLE), centers)
 
 
 @pytest.mark.parametrize("route", ["default", "all_but_step", "init_from_checkpoint"])
@@ -144,3 +148,105 @@ def test_warm_start(trained, tmp_path, route):
     start = np.zeros((C, D)) if route == "default" else trained.get_variable_value(TABLE)
     np.testing.assert_allclose(est.get_variable_value(TABLE),
                                rule_over_batches(y, embedding, start), rtol=1e-5, atol=1e-6)
+
+
+def serving_model_fn(update_on):
+    """A model_fn written without `training=` (the blog's default mode, or
+    another), whose PREDICT branch serves the distance to the class center,
+    and whose train op follows the BatchNorm idiom (UPDATE_OPS)."""
+    import cl
+
+    def model_fn(features, labels, mode, params):
+        embedding = tf.compat.v1.layers.dense(features["x"], D, name="embedding")
+        logits = tf.compat.v1.layers.dense(embedding, C, name="logits")
+        if mode == estimator.ModeKeys.PREDICT:
+            guess = tf.argmax(logits, axis=-1)
+            distance = cl.center_loss(guess, embedding, alpha=ALPHA, num_classes=C,
+                                      update_on=update_on)
+            return estimator.EstimatorSpec(mode, predictions={
+                "distance": distance, "embedding": embedding, "guess": guess},
+                                           export_outputs={"serving": estimator.export.PredictOutput(
+                                               {"distance": distance})})
+        center_term = cl.center_loss(labels, embedding, alpha=ALPHA, num_classes=C,
+                                     update_on=update_on)
+        softmax_term = cl.softmax_loss(tf.one_hot(labels, C), logits)
+        loss = tf.reduce_mean(softmax_term) + LAMBDA * tf.reduce_mean(center_term)
+        with tf.control_dependencies(tf.compat.v1.get_collection(
+                tf.compat.v1.GraphKeys.UPDATE_OPS)):
+            train_op = tf.compat.v1.train.GradientDescentOptimizer(0.0).minimize(
+                loss, global_step=tf.compat.v1.train.get_global_step())
+        return estimator.EstimatorSpec(mode, loss=loss, train_op=train_op)
+
+    return model_fn
+
+
+@pytest.mark.parametrize("update_on", ["loss", "gradient", "update_ops"])
+def test_evaluate_and_predict_never_move_the_centers(tmp_path, update_on):
+    """Issue 21 item 4: Estimator tells model_fn the mode; cl reads it, so
+    evaluate's loss comes from the trained centers and a PREDICT output of
+    center_loss reads them, in every mode, with no `training=`."""
+    x, y = data(0, 3)
+    est = estimator.Estimator(serving_model_fn(update_on), model_dir=str(tmp_path))
+    est.train(input_fn(x, y), steps=3)
+    centers = est.get_variable_value(TABLE)
+    assert np.abs(centers).max() > 0.1
+    x_eval, y_eval = data(1, 3)
+    # (Evaluate and predict restore the checkpoint, so a move shows only in
+    # what they report from batches after the first.)
+    predictions = list(est.predict(
+        lambda: tf.data.Dataset.from_tensor_slices({"x": x_eval}).batch(B)))
+    embedding = np.stack([p["embedding"] for p in predictions]).astype(np.float64)
+    guess = np.array([p["guess"] for p in predictions])
+    np.testing.assert_allclose([p["distance"] for p in predictions],
+                               reference.center_loss(guess, embedding, centers), rtol=1e-5)
+    logits = est.get_variable_value("logits/kernel")
+    logits = embedding @ logits + est.get_variable_value("logits/bias")
+    per_batch = [softmax_loss(y_eval[r], logits[r]).mean() + LAMBDA * reference.center_loss(
+        y_eval[r], embedding[r], centers).mean()
+        for r in (slice(s, s + B) for s in range(0, len(y_eval), B))]
+    np.testing.assert_allclose(est.evaluate(input_fn(x_eval, y_eval))["loss"],
+                               np.mean(per_batch), rtol=1e-5)
+    np.testing.assert_array_equal(est.get_variable_value(TABLE), centers)
+
+
+def test_exported_serving_output_never_moves_the_centers(tmp_path):
+    """The exported PREDICT graph, called twice on the same input, gives the
+    same distances (it moved the centers on every call before)."""
+    x, y = data(0, 2)
+    est = estimator.Estimator(serving_model_fn("loss"), model_dir=str(tmp_path / "model"))
+    est.train(input_fn(x, y), steps=2)
+
+    def serving_input():
+        inputs = {"x": tf.compat.v1.placeholder(tf.float32, [None, D_IN])}
+        return estimator.export.ServingInputReceiver(inputs, inputs)
+
+    exported = est.export_saved_model(str(tmp_path / "export"), serving_input).decode()
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        meta = tf.compat.v1.saved_model.load(session, ["serve"], exported)
+        signature = meta.signature_def["serving"]
+        fetch = signature.outputs["distance"].name
+        feed = {signature.inputs["x"].name: x[:B]}
+        np.testing.assert_array_equal(session.run(fetch, feed), session.run(fetch, feed))
+
+
+def test_estimator_mode_canary():
+    """The frame cl reads the mode from (`cl.compat.estimator_mode`)."""
+    from cl import compat
+    source = inspect.getsource(estimator.Estimator._call_model_fn)
+    assert compat.ESTIMATOR_FRAME == "_call_model_fn" and "mode" in source
+    seen = []
+
+    def model_fn(features, labels, mode):
+        seen.append((mode, compat.estimator_mode()))
+        out = tf.compat.v1.layers.dense(features["x"], 1)
+        step = tf.compat.v1.train.get_global_step()
+        return estimator.EstimatorSpec(mode, loss=tf.reduce_mean(out), predictions=out,
+                                       train_op=tf.compat.v1.assign_add(step, 1))
+
+    x, y = data(0, 1)
+    est = estimator.Estimator(model_fn)
+    est.train(input_fn(x, y), steps=1)
+    est.evaluate(input_fn(x, y))
+    list(est.predict(lambda: tf.data.Dataset.from_tensor_slices({"x": x}).batch(B)))
+    assert seen == [("train", "train"), ("eval", "eval"), ("infer", "infer")]
+    assert compat.estimator_mode() is None
