@@ -33,7 +33,7 @@ _KERAS_NAMES = (
 )
 _KERAS_MODULE = "cl.keras2"
 _SUBMODULES = ("keras3", "tf2", "checkpoints", "formulas", "ops", "compat",
-               "distribute", "settings", "graph")
+               "towers", "distribute", "settings", "graph")
 
 # name -> module it comes from; the one place to edit when a name moves.
 _LAZY = {
@@ -41,7 +41,7 @@ _LAZY = {
     **dict.fromkeys(_OPS_NAMES, "cl.ops"),
     **dict.fromkeys(_KERAS_NAMES, _KERAS_MODULE),
     "read_centers": "cl.checkpoints",
-    "TowerCenterLoss": "cl.distribute",
+    "TowerCenterLoss": "cl.towers",
 }
 
 

@@ -32,7 +32,7 @@ a sample's loss reads NaN and it is left out of the update instead.
 
 import tensorflow as tf
 
-from cl import formulas, rules, tf2_shards
+from cl import formulas, tf2_shards
 from cl.graph import checks, replicas, shards
 
 _ALTERNATIVE = "or cl.tf2.CenterLoss without a strategy"
@@ -112,19 +112,19 @@ class CenterLoss(tf.Module):
           they are left out of the update instead.
         """
         what = f"{self.name}"
-        features, labels = self._checked_inputs(labels, features, what)
+        features = tf.convert_to_tensor(features)
+        checks.check_features(features, what, self.dim)
+        labels = checks.check_labels(tf.convert_to_tensor(labels), features, what)
         distributed = replicas.is_distributed(
             self.centers, training, f"cl.tf2.CenterLoss '{what}'", _ALTERNATIVE, _CREATE_HINT)
         compute_dtype = checks.compute_dtype(features.dtype)
         features = tf.cast(features, compute_dtype)
-        valid, assertions = self._label_checks(labels, features, what)
-        weights = None
-        if sample_weight is not None:
-            weights, valid_weights, weight_checks = _checked_weights(
-                sample_weight, labels, compute_dtype, what)
+        valid, assertions = checks.label_checks(labels, features, self.num_classes, what)
+        weights, valid_weights, weight_assertions = checks.checked_sample_weight(
+            sample_weight, labels, compute_dtype, what)
+        if weights is not None:
             valid = tf.logical_and(valid, valid_weights)
-            assertions += weight_checks
-        with tf.control_dependencies(assertions):
+        with tf.control_dependencies(assertions + weight_assertions):
             labels = tf.identity(labels)
         # Where the checks cannot raise (XLA), a bad sample reads row 0 and has
         # weight 0, so it never moves a center; its loss reads NaN below.
@@ -158,62 +158,3 @@ class CenterLoss(tf.Module):
         elif training is not False:
             tf.cond(tf.cast(training, tf.bool), update, lambda: tf.constant(False))
         return per_sample
-
-    def _checked_inputs(self, labels, features, what):
-        features = tf.convert_to_tensor(features)
-        labels = tf.convert_to_tensor(labels)
-        if not features.dtype.is_floating:
-            raise TypeError(f"{what}: features must be float [batch, dim]; received "
-                            f"{features.dtype.name} of shape {features.shape}.")
-        if features.shape.rank != 2 or features.shape[1] not in (None, self.dim):
-            raise ValueError(f"{what}: features must have shape [batch, dim={self.dim}]; "
-                             f"received shape {features.shape}.")
-        if not labels.dtype.is_integer:
-            raise TypeError(
-                f"{what}: labels must be integer class ids (int32 or int64) of shape "
-                f"[batch]; received {labels.dtype.name}. Cast labels that are whole "
-                f"numbers with tf.cast(labels, tf.int32); for one-hot labels pass "
-                f"tf.argmax(labels, axis=-1).")
-        if labels.shape.rank != 1:
-            raise ValueError(f"{what}: labels must have shape [batch]; received shape "
-                             f"{labels.shape}.")
-        if None not in (labels.shape[0], features.shape[0]) and \
-                labels.shape[0] != features.shape[0]:
-            raise ValueError(
-                f"{what}: {rules.SAME_BATCH}; received labels of shape {labels.shape} "
-                f"and features of shape {features.shape}.")
-        if labels.dtype not in (tf.int32, tf.int64):
-            labels = tf.cast(labels, tf.int64)  # gather and unique take only these two
-        return features, labels
-
-    def _label_checks(self, labels, features, what):
-        """`(valid [batch] bool, run-time asserts)` for the labels."""
-        batch_labels, batch_features = tf.shape(labels)[0], tf.shape(features)[0]
-        same_batch = tf.debugging.Assert(
-            tf.equal(batch_labels, batch_features),
-            [f"{what}: {rules.SAME_BATCH}; received labels of batch size", batch_labels,
-             "and features of batch size", batch_features])
-        valid, in_range = checks.class_id_checks(labels, self.num_classes, what)
-        return valid, [same_batch, in_range]
-
-
-def _checked_weights(sample_weight, labels, dtype, what):
-    """`(weights [batch], valid [batch] bool, run-time asserts)`."""
-    weights = tf.cast(tf.convert_to_tensor(sample_weight), dtype)
-    if weights.shape.rank == 2 and weights.shape[1] == 1:
-        weights = weights[:, 0]
-    sizes = (weights.shape[0] if weights.shape.rank == 1 else None, labels.shape[0])
-    if weights.shape.rank not in (None, 1) or None not in sizes and sizes[0] != sizes[1]:
-        raise ValueError(f"{what}: sample_weight must have shape [batch] (one weight per "
-                         f"sample), labels have shape {labels.shape}; received shape "
-                         f"{weights.shape}.")
-    weights = tf.reshape(weights, [-1])
-    size = tf.size(weights)
-    same_size = tf.debugging.Assert(
-        tf.equal(size, tf.size(labels)),
-        [f"{what}: sample_weight must have one weight per sample; received",
-         size, "weights for a batch of", tf.size(labels)])
-    with tf.control_dependencies([same_size]):
-        weights = tf.identity(weights)  # (a reshape to the same shape drops the dependency)
-    valid, valid_values = checks.weight_checks(weights, what)
-    return weights, valid, [same_size, valid_values]

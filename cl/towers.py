@@ -7,7 +7,7 @@
 import tensorflow as tf
 
 from cl import formulas, ops
-from cl.graph import checks, shards, table
+from cl.graph import checks, shards, table, ties
 
 
 class TowerCenterLoss:
@@ -93,6 +93,7 @@ class TowerCenterLoss:
             # After every tower's read (which also checked its labels).
             with tf.control_dependencies(losses):
                 rows = tf.cast(shards.read_rows(self.centers, labels), dtype)
+            ties.claim(self.centers, "cl.TowerCenterLoss", labels)
             class_ids, deltas = formulas.center_update(
                 labels, features, rows, self.alpha, weights)
             scatter = shards.subtract_rows(self.centers, class_ids, tf.cast(deltas, tf.float32))

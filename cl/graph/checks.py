@@ -1,11 +1,14 @@
 """The label, feature and weight rules (`cl.rules`) as TensorFlow checks.
 
-`cl.ops`, the Keras 2 losses and metrics, `cl.tf2` and the TF1 towers use
-these. What can be known when the graph is built raises
-then (`ValueError` / `TypeError`); the rest are run-time asserts that the
-reads and writes of the table wait for, so a bad batch changes nothing
-(on GPUs `tf.gather` returns zeros for an out-of-range id instead of
-failing). Every message says what was received and what was expected.
+One place for every TensorFlow front-end: `cl.ops` (and so the Keras 2
+losses), the TF1 towers, `cl.tf2` and `cl.keras3` on TensorFlow. What can
+be known when the graph (or a `tf.function`) is built raises then
+(`ValueError` / `TypeError`); the rest are run-time asserts that the reads
+and writes of the table wait for, so a bad batch changes nothing (on GPUs
+`tf.gather` returns zeros for an out-of-range id instead of failing). Each
+run-time check also gives a `[batch]` mask of the valid samples, for the
+front-ends whose asserts may be dropped (XLA): they leave bad samples out.
+Every message says what was received and what was expected.
 """
 
 import tensorflow as tf
@@ -18,29 +21,32 @@ def compute_dtype(dtype):
     return tf.as_dtype(rules.compute_dtype_name(tf.as_dtype(dtype).name))
 
 
-def check_features(features, what):
+def check_features(features, what, dim=None):
+    """The feature dimension of float `[batch, dim]` features (`dim` if given)."""
     if not features.dtype.is_floating:
         raise TypeError(
-            f"{what}: features must be float16, bfloat16, float32 or float64; "
-            f"received {features.dtype.name}.")
-    if features.shape.rank != 2:
+            f"{what}: features must be float16, bfloat16, float32 or float64 of shape "
+            f"[batch, dim]; received {features.dtype.name} of shape {features.shape}.")
+    width = tf.compat.dimension_value(features.shape[1]) if features.shape.rank == 2 else None
+    if features.shape.rank != 2 or (dim is not None and width not in (None, dim)):
         raise ValueError(
-            f"{what}: features must have shape [batch, dim]; received shape "
-            f"{features.shape} (rank {features.shape.rank}).")
-    dim = tf.compat.dimension_value(features.shape[1])
-    if dim is None:
+            f"{what}: features must have shape [batch, dim{'' if dim is None else f'={dim}'}]; "
+            f"received shape {features.shape} (rank {features.shape.rank}).")
+    if width is None and dim is None:
         raise ValueError(
             f"{what}: the feature dimension must be known when the graph is "
             f"built (it sizes the centers table); received shape {features.shape}.")
-    return dim
+    return width if dim is None else dim
 
 
 def check_labels(labels, features, what):
-    """What can be checked on labels while the graph is built."""
+    """What can be checked on labels while the graph is built; returns the
+    labels as int32 or int64 (the dtypes gather and unique take)."""
     if not labels.dtype.is_integer:
         raise TypeError(
-            f"{what}: labels must be int32 or int64 class ids of shape [batch];"
-            f" received {labels.dtype.name}. For one-hot labels pass "
+            f"{what}: labels must be integer class ids (int32 or int64) of shape "
+            f"[batch]; received {labels.dtype.name}. Cast labels that are whole "
+            f"numbers with tf.cast(labels, tf.int32); for one-hot labels pass "
             f"tf.argmax(labels, axis=-1).")
     if labels.shape.rank is not None and labels.shape.rank != 1:
         raise ValueError(
@@ -50,57 +56,13 @@ def check_labels(labels, features, what):
     batch_features = tf.compat.dimension_value(features.shape[0])
     if None not in (batch_labels, batch_features) and batch_labels != batch_features:
         raise ValueError(
-            f"{what}: labels and features must have the same batch size; "
-            f"received labels {labels.shape} and features {features.shape}.")
-
-
-# Every whole number up to this is exact in the dtype; a class id above it
-# may already have been rounded to another class before cl sees it.
-EXACT_INTEGERS = {tf.float16: 2048, tf.bfloat16: 256}
-
-
-def class_ids(y_true, num_classes, what, sample_weight=None, unlabeled_rows="error"):
-    """Checked int64 class ids `[batch]` from Keras-style targets.
-
-    Accepts class ids `[batch]` / `[batch, 1]` (ints, or the floats Keras
-    feeds) and one-hot or soft `[batch, num_classes]` rows (the class is the
-    argmax). Keras target placeholders often have an unknown last dimension,
-    so that choice is made at run time when needed. Run-time checks, before
-    anything uses the ids: whole numbers in `[0, num_classes)`; ids exact in
-    a 16-bit target dtype; every one-hot row names a class (an all-zero or
-    NaN row, the usual "unlabeled" marker, is an error unless its
-    `sample_weight` is 0; mask samples with sample weight 0). Metrics,
-    which get no sample weights when Keras builds them and move nothing,
-    pass `unlabeled_rows="argmax"` to read such rows as their argmax.
-    """
-    y_true = tf.convert_to_tensor(y_true)
-    rank = y_true.shape.rank
-    width = tf.compat.dimension_value(y_true.shape[1]) if rank == 2 else None
-    expected = (f"class ids [batch] or [batch, 1], or one-hot [batch, "
-                f"{num_classes}]")
-    if rank not in (1, 2) or width not in (None, 1, num_classes):
-        raise ValueError(f"{what}: labels must be {expected}; received shape {y_true.shape}.")
-    if rank == 1 or width == 1:
-        check_exact(y_true.dtype, num_classes, what)
-        ids = sparse_ids(y_true if rank == 1 else y_true[:, 0], num_classes, what)
-    elif width == num_classes:
-        ids = onehot_ids(y_true, sample_weight, what, unlabeled_rows)
-    else:
-        runtime_width = tf.shape(y_true)[1]
-        check = tf.compat.v1.Assert(
-            tf.logical_or(tf.equal(runtime_width, 1), tf.equal(runtime_width, num_classes)),
-            [f"{what}: labels must be {expected}; received shape", tf.shape(y_true)])
-        with tf.control_dependencies([check]):
-            ids = tf.cond(tf.equal(runtime_width, 1),
-                          lambda: sparse_ids(y_true[:, 0], num_classes, what),
-                          lambda: onehot_ids(y_true, sample_weight, what, unlabeled_rows))
-    with tf.control_dependencies([range_assertion(ids, num_classes, what)]):
-        return tf.identity(ids)
+            f"{what}: {rules.SAME_BATCH}; received labels of shape {labels.shape} "
+            f"and features of shape {features.shape}.")
+    return labels if labels.dtype in (tf.int32, tf.int64) else tf.cast(labels, tf.int64)
 
 
 def class_id_checks(labels, num_classes, what):
-    """`(valid [batch] bool, run-time assert)` for class ids: the mask lets
-    a front-end whose asserts may be dropped (XLA) leave bad samples out."""
+    """`(valid [batch] bool, run-time assert)` for class ids."""
     valid = rules.valid_class_ids(labels, num_classes)
     bad = tf.logical_not(valid)
     return valid, tf.compat.v1.Assert(
@@ -126,125 +88,53 @@ def weight_checks(weights, what):
         summarize=20, name="sample_weight_valid")
 
 
-def exact_limit_message(dtype, num_classes, what):
-    limit = EXACT_INTEGERS[dtype]
-    return (f"{what}: the labels reach cl as {dtype.name} (Keras gives a target "
-            f"the dtype of its output, here a 16-bit output under a "
-            f"mixed-precision policy), and {dtype.name} holds class ids exactly "
-            f"only up to {limit}; with num_classes={num_classes} larger ids would "
-            f"silently become other classes. Give this output a float32 dtype "
-            f"(e.g. end the model with keras.layers.Activation('linear', "
-            f"dtype='float32')), as Keras's mixed-precision guide advises, or "
-            f"pass one-hot labels.")
+def label_checks(labels, features, num_classes, what):
+    """`(valid [batch] bool, run-time asserts)`: one label per sample, each
+    a class id in `[0, num_classes)`."""
+    batch_labels = tf.shape(labels, out_type=tf.int64)[0]
+    batch_features = tf.shape(features, out_type=tf.int64)[0]
+    same_batch = tf.compat.v1.Assert(
+        tf.equal(batch_labels, batch_features),
+        [f"{what}: {rules.SAME_BATCH}; received labels of batch size", batch_labels,
+         "and features of batch size", batch_features], name="same_batch")
+    valid, in_range = class_id_checks(labels, num_classes, what)
+    return valid, [same_batch, in_range]
 
 
-def check_exact(dtype, num_classes, what):
-    """16-bit sparse targets: refuse at build time when ids can be rounded."""
-    if dtype in EXACT_INTEGERS and num_classes > EXACT_INTEGERS[dtype] + 1:
-        raise ValueError(exact_limit_message(dtype, num_classes, what))
+def checked_sample_weight(sample_weight, labels, dtype, what, keras_default=False):
+    """`(weights [batch], valid [batch] bool, run-time asserts)` for a
+    per-sample weight, or `(None, None, [])`.
 
-
-def sparse_ids(labels, num_classes, what):
-    if labels.dtype.is_integer:
-        return tf.cast(labels, tf.int64)
-    whole = tf.equal(labels, tf.round(labels))
-    checks = [tf.compat.v1.Assert(
-        tf.reduce_all(whole),
-        [f"{what}: {rules.WHOLE_NUMBERS}; received", tf.boolean_mask(labels, tf.logical_not(whole)),
-         "at batch position(s):", tf.where(tf.logical_not(whole))[:, 0]], summarize=20)]
-    if labels.dtype in EXACT_INTEGERS and num_classes > EXACT_INTEGERS[labels.dtype] + 1:
-        # Reached only when the width is known at run time alone: ids below
-        # the limit cannot be the rounding of a larger one.
-        limit = tf.cast(EXACT_INTEGERS[labels.dtype], labels.dtype)
-        checks.append(tf.compat.v1.Assert(
-            tf.reduce_all(labels < limit),
-            [exact_limit_message(labels.dtype, num_classes, what) + " Received:",
-             tf.boolean_mask(labels, labels >= limit)], summarize=20))
-    with tf.control_dependencies(checks):
-        return tf.cast(labels, tf.int64)
-
-
-def onehot_ids(rows, sample_weight, what, unlabeled_rows="error"):
-    """argmax of each row, after checking that each row names a class."""
-    if unlabeled_rows == "argmax":
-        return tf.argmax(rows, axis=-1)
-    names_a_class = rules.row_names_a_class(tf.cast(rows, tf.float32))
-    if sample_weight is not None:
-        weight = tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
-        names_a_class = tf.logical_or(names_a_class, tf.equal(weight, 0.0))
-    check = tf.compat.v1.Assert(
-        tf.reduce_all(names_a_class),
-        [f"{what}: one-hot label rows must name a class; rows that are all "
-         "zero or hold NaN (e.g. an 'unlabeled' marker) would train as an "
-         "arbitrary class. Give such samples sample weight 0, or drop them. "
-         "Row(s):", tf.where(tf.logical_not(names_a_class))[:, 0]],
-        summarize=20, name="onehot_rows_name_a_class")
-    with tf.control_dependencies([check]):
-        return tf.argmax(rows, axis=-1)
-
-
-def softmax_targets(y_true, num_classes, what, sample_weight=None):
-    """`(targets [batch, num_classes], class ids [batch])` for the softmax half.
-
-    One-hot or soft rows are the cross-entropy targets as given (label
-    smoothing kept; the centers use the argmax class); class ids become
-    one-hot rows. Both wait for `class_ids`'s checks.
-    """
-    y_true = tf.convert_to_tensor(y_true)
-    ids = class_ids(y_true, num_classes, what, sample_weight)
-    onehot = tf.one_hot(ids, num_classes)
-    width = tf.compat.dimension_value(y_true.shape[1]) if y_true.shape.rank == 2 else None
-    if y_true.shape.rank == 1 or width == 1:
-        return onehot, ids
-    rows = tf.cast(y_true, tf.float32)
-    if width is None:
-        rows = tf.cond(tf.equal(tf.shape(y_true)[1], 1),
-                       lambda: onehot, lambda: tf.reshape(rows, tf.shape(onehot)))
-    with tf.control_dependencies([ids]):
-        # NaN rows of weight-0 samples must not reach the loss value.
-        rows = tf.where(tf.math.is_finite(rows), rows, tf.zeros_like(rows))
-        return tf.identity(rows), ids
-
-
-def label_assertions(labels, features, num_classes, what):
-    """Run-time checks; the gather and scatter wait for them, so a bad batch
-    changes no center row (on GPUs tf.gather returns zeros, not an error)."""
-    return [
-        tf.compat.v1.assert_equal(
-            tf.shape(labels, out_type=tf.int64),
-            tf.shape(features, out_type=tf.int64)[:1],
-            message=(f"{what}: labels must have shape [batch] matching "
-                     f"features [batch, dim]; labels shape, features batch:"),
-            data=[tf.shape(labels), tf.shape(features)[:1]]),
-        range_assertion(labels, num_classes, what),
-    ]
-
-
-def checked_sample_weight(sample_weight, labels, dtype, what):
-    """`(weights [batch] or None, run-time checks)` for a per-sample weight.
-
-    Keras feeds `[batch]` (or `[batch, 1]`); anything else is refused at
-    build time, and negative or NaN weights at run time.
+    One weight per sample, `[batch]` or `[batch, 1]` (with `keras_default`,
+    also `[1]`, which Keras 2 feeds when the user gives none); another shape
+    is refused when known at build time, else at run time, and so are
+    negative, NaN or Inf weights.
     """
     if sample_weight is None:
-        return None, []
+        return None, None, []
     weights = tf.cast(tf.convert_to_tensor(sample_weight, name="sample_weight"), dtype)
     if weights.shape.rank == 2 and tf.compat.dimension_value(weights.shape[1]) == 1:
         weights = weights[:, 0]
-    if weights.shape.rank not in (None, 1):
+    size = tf.compat.dimension_value(weights.shape[0]) if weights.shape.rank == 1 else None
+    batch = tf.compat.dimension_value(labels.shape[0]) if labels.shape.rank == 1 else None
+    allowed = (batch, 1) if keras_default else (batch,)
+    if weights.shape.rank not in (None, 1) or None not in (size, batch) and size not in allowed:
         raise ValueError(
-            f"{what}: sample_weight must have shape [batch] (one weight per "
-            f"sample); received shape {weights.shape}. Temporal sample weights "
-            f"(sample_weight_mode='temporal') are not supported by center loss.")
+            f"{what}: sample_weight must have shape [batch] (one weight per sample), "
+            f"labels have shape {labels.shape}; received shape {weights.shape}. "
+            f"Temporal sample weights (sample_weight_mode='temporal') are not "
+            f"supported by center loss.")
     size, batch = tf.size(weights), tf.size(labels)
+    fits = tf.equal(size, batch)
+    if keras_default:
+        fits = tf.logical_or(fits, tf.equal(size, 1))
     shape_check = tf.compat.v1.Assert(
-        tf.logical_or(tf.equal(size, batch), tf.equal(size, 1)),
-        [f"{what}: sample_weight must have shape [batch] (or [1], which Keras "
-         "feeds as the default); sample_weight, labels shapes:",
-         tf.shape(weights), tf.shape(labels)])
+        fits, [f"{what}: sample_weight must have one weight per sample; received", size,
+               "weights for a batch of", batch], name="sample_weight_size")
     with tf.control_dependencies([shape_check]):
-        weights = tf.broadcast_to(weights, tf.shape(labels))
-    return weights, [shape_check, weight_checks(weights, what)[1]]
+        weights = tf.broadcast_to(tf.reshape(weights, [-1]), tf.shape(labels))
+    valid, valid_values = weight_checks(weights, what)
+    return weights, valid, [shape_check, valid_values]
 
 
 def check_logits_width(logits, num_classes, what):

@@ -24,7 +24,7 @@ The graph API (`cl.ops`) and TF2's `cl.tf2.CenterLoss` both call
 `center_loss` below; in a `tf.function` it runs unchanged (automatic control
 dependencies then run the update whatever the caller fetches, so TF2 passes
 `update_on=None`: no tie). TF1 towers without tf.distribute are
-`cl.distribute.TowerCenterLoss`.
+`cl.towers.TowerCenterLoss`.
 """
 
 import tensorflow as tf

@@ -5,9 +5,8 @@ import weakref
 import tensorflow as tf
 
 from cl import compat, formulas, ops
-from cl.graph import checks, shards
+from cl.graph import shards, sites, targets
 from cl.graph import table as graph_table
-from cl.keras2 import site as compile_site
 
 keras = compat.keras_module()
 
@@ -41,16 +40,16 @@ class _CentersOwner(keras.losses.Loss):
                 f"yet: they are created when the loss is first called (compile).")
         return table
 
-    def table(self, features):
-        """The table this call uses: the compiling model's for this loss's
-        name, or, outside Keras compile, this instance's own."""
+    def table(self, features, site):
+        """The table this call uses: the compiling model's (`site`, the
+        compile building this loss) for this loss's name, or, outside Keras
+        compile (`site` None), this instance's own."""
         graph = tf.compat.v1.get_default_graph()
         dim = tf.compat.dimension_value(features.shape[-1])
         if dim is None:
             raise ValueError(
                 f"{self.name}: the feature dimension must be known; received "
                 f"shape {features.shape}.")
-        site = compile_site.current()
         partitioner = shards.partitioner_of(self.partitioner)
         if site is not None:
             table = site.table(self.num_classes, dim, self.name, partitioner)
@@ -72,11 +71,6 @@ class _CentersOwner(keras.losses.Loss):
         if isinstance(self.partitioner, int):  # a callable is not serialisable
             config.update(partitioner=self.partitioner)
         return config
-
-
-def _sample_weight():
-    site = compile_site.current()
-    return None if site is None else site.sample_weight
 
 
 @keras.utils.register_keras_serializable(package="cl")
@@ -116,11 +110,12 @@ class CenterLoss(_CentersOwner):
     @tf.autograph.experimental.do_not_convert
     def call(self, y_true, y_pred):
         y_pred = tf.convert_to_tensor(y_pred)
-        sample_weight = _sample_weight()
-        return ops.center_loss(
-            checks.class_ids(y_true, self.num_classes, self.name, sample_weight), y_pred,
-            alpha=self.alpha, num_classes=self.num_classes, name=self.name,
-            centers=self.table(y_pred), sample_weight=sample_weight)
+        with sites.scope(sites.current()) as site:  # found once per build
+            sample_weight = None if site is None else site.sample_weight
+            return ops.center_loss(
+                targets.class_ids(y_true, self.num_classes, self.name, sample_weight), y_pred,
+                alpha=self.alpha, num_classes=self.num_classes, name=self.name,
+                centers=self.table(y_pred, site), sample_weight=sample_weight)
 
 
 @keras.utils.register_keras_serializable(package="cl")
@@ -145,10 +140,12 @@ class SoftmaxCenterLoss(_CentersOwner):
     @tf.autograph.experimental.do_not_convert
     def call(self, y_true, y_pred):
         logits = tf.convert_to_tensor(y_pred)
-        return ops.softmax_center_loss(
-            y_true, logits, num_classes=self.num_classes, alpha=self.alpha,
-            lambda_=self.lambda_, batch_sum=self.batch_sum, name=self.name,
-            centers=self.table(logits), sample_weight=_sample_weight())
+        with sites.scope(sites.current()) as site:  # found once per build
+            return ops.softmax_center_loss(
+                y_true, logits, num_classes=self.num_classes, alpha=self.alpha,
+                lambda_=self.lambda_, batch_sum=self.batch_sum, name=self.name,
+                centers=self.table(logits, site),
+                sample_weight=None if site is None else site.sample_weight)
 
     def get_config(self):
         config = super().get_config()
@@ -177,5 +174,7 @@ class SparseSoftmaxLoss(keras.losses.Loss):
         if width is None:
             raise ValueError(f"{self.name}: the logits' width (number of classes) "
                              f"must be known; received shape {logits.shape}.")
-        targets, _ = checks.softmax_targets(y_true, width, self.name, _sample_weight())
-        return ops.softmax_loss(targets, logits)
+        site = sites.current()
+        onehot, _ = targets.softmax_targets(y_true, width, self.name,
+                                            None if site is None else site.sample_weight)
+        return ops.softmax_loss(onehot, logits)

@@ -3,9 +3,8 @@
 import tensorflow as tf
 
 from cl import formulas, ops, settings
-from cl.graph import checks, shards
+from cl.graph import shards, sites, targets
 from cl.graph import table as graph_table
-from cl.keras2 import site as compile_site
 
 
 @tf.autograph.experimental.do_not_convert
@@ -17,7 +16,7 @@ def accuracy(y_true, y_pred):
     `cl.compile_model` replaces 'accuracy'/'acc' with this.
     """
     logits = tf.convert_to_tensor(y_pred)
-    labels = checks.class_ids(y_true, tf.compat.dimension_value(logits.shape[-1]), "cl.accuracy",
+    labels = targets.class_ids(y_true, tf.compat.dimension_value(logits.shape[-1]), "cl.accuracy",
                            unlabeled_rows="argmax")
     return tf.cast(tf.equal(labels, tf.argmax(logits, axis=-1)), tf.float32)
 
@@ -63,7 +62,7 @@ def center_metrics(loss=None):
                 f"their read of the centers would race the replicas' update. "
                 f"Compile without them, or evaluate them on a model compiled "
                 f"outside the strategy.")
-        site = compile_site.current()
+        site = sites.current()
         classes, name = _table_settings(loss, site)
         dim = tf.compat.dimension_value(y_pred.shape[-1])
         if site is not None:
@@ -71,10 +70,10 @@ def center_metrics(loss=None):
             table = site.table(classes, dim, name,
                                shards.partitioner_of(getattr(owner, "partitioner", None)))
         elif loss is not None:
-            table = loss.table(y_pred)
+            table = loss.table(y_pred, None)
         else:
             table = graph_table.centers_variable(classes, dim)
-        labels = checks.class_ids(y_true, classes, "center metrics", unlabeled_rows="argmax")
+        labels = targets.class_ids(y_true, classes, "center metrics", unlabeled_rows="argmax")
         features = tf.cast(y_pred, tf.float32)
         centers_batch = shards.read_rows(table, labels)
         if site is not None:

@@ -1,8 +1,8 @@
 """Where Keras 2's graph-mode compile meets the graph ops.
 
-When Keras compiles a model whose loss or metric is a cl one, `cl.ops`
+When Keras compiles a model whose loss or metric is a cl one, the loss
 asks `cl.graph.sites` for the site of that compile (`cl/__init__` registers
-the finder that builds a `CompileSite` here): the model being compiled, the
+the one finder, which builds a `CompileSite` here): the model being compiled, the
 output's sample weights and Keras's learning phase. The site gives the
 model its own centers tables (`cl.keras2.state`), makes them model state
 (checkpoints, get/set weights: see `cl.keras2.saving`), and builds one
@@ -27,13 +27,6 @@ from cl.keras2.state import (
     tables_of,
     user_learning_phase,
 )
-
-
-def current():
-    """The `CompileSite` of the Keras 2 compile building this loss or
-    metric, or None."""
-    found = compat.keras_compile_frame()
-    return None if found is None else CompileSite(*found)
 
 
 class CompileSite:

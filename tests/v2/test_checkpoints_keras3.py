@@ -118,3 +118,27 @@ def test_a_keras3_table_goes_into_tf1_code(files):
     # Features at 0: each class's loss is 1/2 ||c_j||^2 of the Keras 3 table.
     np.testing.assert_allclose(json.loads(line[0][4:]), 0.5 * np.sum(expected["wrapped"] ** 2, axis=1),
                                rtol=1e-6)
+
+
+FIXTURES = __import__("pathlib").Path(__file__).resolve().parents[1] / "fixtures" / "keras3"
+
+
+@pytest.mark.parametrize("saved_on", ["tensorflow", "jax", "torch"])
+@pytest.mark.parametrize("kind", ["layer", "model"])
+def test_files_saved_by_cl_0_1_0_still_load(kind, saved_on):
+    """`.keras` files written before cl.keras3 became a package (issue 22),
+    on each backend (tests/fixtures/keras3/make.py), load on this backend
+    with their centers, and predict."""
+    path = FIXTURES / f"{kind}_{saved_on}.keras"
+    expected = np.load(FIXTURES / f"{kind}_{saved_on}_centers.npy")
+    # A torch optimizer's config names a torch module: across backends, no compile.
+    model = keras.saving.load_model(path, compile=saved_on == keras.backend.backend())
+    layer = model.center_loss if kind == "model" else model.get_layer("center")
+    assert type(layer) is cl.keras3.CenterLoss
+    if kind == "model":
+        assert type(model) is cl.keras3.CenterLossModel
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.centers), expected)
+    np.testing.assert_array_equal(cl.read_centers(path), expected)
+    x = np.zeros((2, 3), "float32")
+    out = model.predict(x if kind == "model" else [x, np.zeros(2, "int32")], verbose=0)
+    assert (out[0] if kind == "model" else out).shape == (2, 5)

@@ -1,6 +1,6 @@
 """The package's shape: layers that import downward only, small modules,
-no module reaching into another's private names; the blog's settings and
-the compile-site registry. Reads the source only (no framework needed)."""
+no module reaching into another's private names; the blog's settings.
+Reads the source only (no framework needed)."""
 
 import ast
 import pathlib
@@ -12,14 +12,14 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "cl"
 
 # Each module's floor: a module may import only modules on lower floors.
 FLOORS = {
-    "cl._version": 0, "cl.formulas": 0, "cl.compat": 0, "cl.settings": 0, "cl.checkpoints": 0,
-    "cl.rules": 1,
+    "cl._version": 0, "cl.backend_math": 0, "cl.compat": 0, "cl.settings": 0, "cl.checkpoints": 0,
+    "cl.formulas": 1, "cl.rules": 1,
     "cl.graph": 2, "cl.graph.sites": 2, "cl.graph.ties": 2, "cl.graph.checks": 2, "cl.graph.shards": 2,
-    "cl.graph.replicas": 3,
+    "cl.graph.replicas": 3, "cl.graph.targets": 3,
     "cl.graph.table": 4, "cl.keras3_replicas": 4, "cl.keras3_torch": 4, "cl.keras3_jax": 4,
     "cl.tf2_shards": 4,
     "cl.ops": 5, "cl.keras3_backends": 5, "cl.keras3_metrics": 5,
-    "cl.tf2": 6, "cl.keras3": 6, "cl.distribute": 6,
+    "cl.tf2": 6, "cl.keras3": 6, "cl.towers": 6, "cl.distribute": 7,
     "cl.keras2.state": 7,
     "cl.keras2.site": 8,
     "cl.keras2.losses": 9, "cl.keras2.metrics": 9,
@@ -95,27 +95,3 @@ def test_blog_settings_forward_to_cl_settings():
         cl.NUM_CLASSES = before
     assert settings.NUM_CLASSES == before
     assert "NUM_CLASSES" not in vars(cl)  # one value, kept in cl.settings
-
-
-def test_site_registry_asks_finders_in_order():
-    from cl.graph import sites
-    calls = []
-
-    def nothing():
-        calls.append("nothing")
-
-    def found():
-        calls.append("found")
-        return "site"
-
-    saved = list(sites._FINDERS)
-    try:
-        sites._FINDERS[:] = []
-        sites.register(nothing)
-        sites.register(found)
-        sites.register(nothing)  # once only
-        assert sites.current() == "site" and calls == ["nothing", "found"]
-        sites._FINDERS[:] = [nothing]
-        assert sites.current() is None
-    finally:
-        sites._FINDERS[:] = saved
