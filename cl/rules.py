@@ -61,3 +61,13 @@ HIDDEN_STEP = (
     "sample_weight / class_weight from the layer: the centers would be updated "
     "unweighted. Compile with jit_compile=False (Keras's default on PyTorch), or "
     "use cl.keras3.CenterLossModel, which receives them from Keras's compute_loss.")
+
+# A Keras 3 layer called twice with labels (cl.keras3).
+SECOND_CALL = (
+    "{what} was called a second time with labels {where}; its second update would start "
+    "from centers the first already moved. Call it once, on the embeddings concatenated "
+    "along the batch axis (and their labels): one update on all samples, one loss from "
+    "the pre-update centers.")
+
+# cl.keras3.CenterLossModel's backbone; `got` names what it returned.
+BACKBONE_OUTPUTS = "CenterLossModel: backbone must output (logits, embedding); it returned {got}."
