@@ -240,6 +240,8 @@ def test_settings_and_shapes_are_checked():
         CenterLoss(3, alpha=1.5)
     with pytest.raises(ValueError, match="num_classes"):
         CenterLoss(0)
+    with pytest.raises(ValueError, match="autocast=True is refused"):
+        CenterLoss(3, autocast=True)  # issue 21 item 6: it would round the embedding
     layer = CenterLoss(4)
     layer.build([(None, 2), (None,)])
     with pytest.raises(ValueError):
@@ -499,6 +501,21 @@ def test_embedding_returned_as_given_and_used_in_float32(rng, policy, given):
     np.testing.assert_allclose(centers_of(layer), reference.update_centers(y, seen, zeros, ALPHA),
                                rtol=1e-6, atol=1e-6)
     assert layer.centers.dtype == "float32"
+
+
+def test_float_labels_are_not_rounded_under_mixed_bfloat16():
+    """Issue 21 item 6: autocast would also round float class ids (257.0 is
+    256 in bfloat16), and train the wrong row."""
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        layer = CenterLoss(300, alpha=ALPHA, weight=WEIGHT)
+        x = np.ones((2, D), "float32")
+        layer([keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(
+            np.array([257.0, 3.0], "float32"))], training=True)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    np.testing.assert_allclose(centers_of(layer), reference.update_centers(
+        [257, 3], x, np.zeros((300, D), np.float32), ALPHA), rtol=1e-6)
 
 
 class OneOutput(keras.Model):
