@@ -37,6 +37,13 @@ def check_alpha(alpha):
     return float(alpha)
 
 
+def check_weight(weight):
+    """lambda, the weight of the center term: a number >= 0, as a float."""
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+        raise ValueError(f"weight (lambda) must be a number >= 0; received {weight!r}.")
+    return float(weight)
+
+
 def check_num_classes(value, what="num_classes"):
     """A table size (rows, or columns with what="dim"): an int >= 1."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

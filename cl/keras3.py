@@ -1,17 +1,13 @@
 """Keras 3 (TensorFlow, JAX and PyTorch backends): center loss as a layer, or in a model.
 
-`CenterLoss` is a layer holding the `[num_classes, dim]` centers as a
-non-trainable float32 weight. Called on `[embedding, labels]` (optionally
-`[embedding, labels, sample_weight]`) it adds `weight * mean_i 1/2 ||x_i -
-c_{y_i}||^2`, from the centers as they were before this step, with
-`add_loss`, applies the paper's update when `training` is true (fit,
-train_on_batch; never evaluate, predict, validation or `training=False`),
-and returns the embedding unchanged. Called on the embedding alone it only
-passes it through, so an inference model needs no labels.
-
+`CenterLoss` holds the `[num_classes, dim]` centers (a non-trainable float32
+weight). Called on `[embedding, labels]` (or `[embedding, labels,
+sample_weight]`) it adds the center term from the pre-update centers with
+`add_loss`, applies the paper's update in training steps only (never
+evaluate, predict, validation or `training=False`), and returns the
+embedding as given; on the embedding alone it only passes it through.
 `CenterLossModel` wraps a model `x -> (logits, embedding)` so that
-`fit(x, y)` takes the labels as targets only, with no dummy inputs: its
-`compute_loss` adds the same term.
+`fit(x, y)` takes the labels as targets only: its `compute_loss` adds the term.
 
 The math is `cl.formulas`; the sparse table reads and writes, the checks on
 labels and weights, and what a layer learns about the Keras step it runs in
@@ -33,10 +29,11 @@ from cl.keras3_backends import (
 )
 
 
-def _check_settings(num_classes, alpha, weight):
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
-        raise ValueError(f"weight (lambda) must be a number >= 0; received {weight!r}.")
-    return formulas.check_num_classes(num_classes), formulas.check_alpha(alpha), float(weight)
+def _first(inputs):
+    """The embedding (its shape, or a tensor): `inputs`, or the first of them."""
+    nested = isinstance(inputs, (list, tuple)) and inputs and \
+        not isinstance(inputs[0], (int, type(None)))
+    return inputs[0] if nested else inputs
 
 
 @keras.saving.register_keras_serializable(package="cl")
@@ -62,15 +59,23 @@ class CenterLoss(keras.layers.Layer):
     Inputs: `embedding` float `[batch, dim]` alone (pass-through), or
     `[embedding, labels]` or `[embedding, labels, sample_weight]`, labels
     int `[batch]` / `[batch, 1]` in `[0, num_classes)`, sample weights float
-    `[batch]` >= 0. Output: the embedding, unchanged.
+    `[batch]` >= 0. Output: the embedding, unchanged (dtype too: the layer
+    does not autocast, and computes the term and the update in float32 from
+    the embedding as given, also under a mixed policy).
 
     `.centers` is the float32 `[num_classes, dim]` table (also under mixed
-    precision).
+    precision). Under gradient accumulation the centers follow the rule on
+    every batch (as BatchNormalization's statistics do), the weights every k.
     """
 
     def __init__(self, num_classes, alpha=0.5, weight=0.01, center_metrics=False, **kwargs):
-        super().__init__(**kwargs)
-        self.num_classes, self.alpha, self.weight = _check_settings(num_classes, alpha, weight)
+        # Keras would cast a float embedding to a mixed policy's compute dtype
+        # (16 bits) before `call`: the update would start from rounded values.
+        if kwargs.pop("autocast", False):
+            raise ValueError("CenterLoss uses its embedding as given: autocast=True is refused.")
+        super().__init__(autocast=False, **kwargs)
+        self.num_classes = formulas.check_num_classes(num_classes)
+        self.alpha, self.weight = formulas.check_alpha(alpha), formulas.check_weight(weight)
         self.center_metrics = bool(center_metrics)
         self._center_metric = keras3_metrics.CenterMetric() if center_metrics else None
         self._backend = math_backend()
@@ -83,16 +88,9 @@ class CenterLoss(keras.layers.Layer):
             # Building a functional model: a second labelled call would mean
             # two updates per step, the second from moved centers.
             if self._labelled_node:
-                raise ValueError(self._second_call_message("in a model"))
+                raise ValueError(rules.SECOND_CALL.format(what=self._what, where="in a model"))
             self._labelled_node = True
         return super().__call__(inputs, *args, **kwargs)
-
-    def _second_call_message(self, where):
-        return (f"{self._what} was called a second time with labels {where}; its "
-                f"second update would start from centers the first already moved. "
-                f"Call it once, on the embeddings concatenated along the batch axis "
-                f"(and their labels): one update on all samples, one loss from the "
-                f"pre-update centers.")
 
     @property
     def _what(self):
@@ -100,9 +98,7 @@ class CenterLoss(keras.layers.Layer):
 
     def build(self, input_shape):
         table_ops(self._backend).refuse_strategy(self._what)
-        nested = isinstance(input_shape, (list, tuple)) and input_shape and \
-            isinstance(input_shape[0], (list, tuple))
-        embedding_shape = input_shape[0] if nested else input_shape
+        embedding_shape = _first(input_shape)
         dim = embedding_shape[-1]
         if dim is None:
             raise ValueError(
@@ -131,12 +127,11 @@ class CenterLoss(keras.layers.Layer):
             weights = fit_weights if weights is None else weights * fit_weights
         loss, embedding, check = self._term(labels, embedding, weights, training)
         self.add_loss(loss)
-        # On TensorFlow without XLA what follows this layer waits for the
-        # label check (its output, the loss, the gradients through them), and
-        # so does the optimizer's step counter: a refused step changes nothing
-        # after this layer.
-        if model is not None and getattr(model, "optimizer", None) is not None:
-            table_ops(self._backend).hold(check, [model.optimizer.iterations])
+        # On TensorFlow without XLA what follows waits for the label check (the
+        # output, loss, gradients), and so do the optimizer's variables (not
+        # `iterations`, a tensor under gradient accumulation): a refused step changes nothing.
+        if check is not None and getattr(model, "optimizer", None) is not None:
+            table_ops(self._backend).hold(check, model.optimizer.variables)
         return embedding
 
     def term(self, labels, embedding, sample_weight=None, training=False):
@@ -165,7 +160,7 @@ class CenterLoss(keras.layers.Layer):
         # Without training both calls read the same centers: nothing to refuse.
         if training and self._last_step.seen(step_token()):
             table.undo(self.centers)  # eager (torch): the first call's update
-            raise ValueError(self._second_call_message("in one step"))
+            raise ValueError(rules.SECOND_CALL.format(what=self._what, where="in one step"))
         features = keras.ops.cast(embedding, "float32")
         if len(features.shape) != 2:
             raise ValueError(f"{what}: the embedding must have shape [batch, dim]; "
@@ -190,16 +185,30 @@ class CenterLoss(keras.layers.Layer):
         return (table.after(check, self.weight * keras.ops.mean(per_sample)),
                 table.after(check, embedding), check)
 
+    def compute_output_spec(self, inputs, training=None):
+        # The embedding as given, dtype too (Keras's default: compute_dtype).
+        embedding = _first(inputs)
+        return keras.KerasTensor(embedding.shape, dtype=embedding.dtype)
+
     def compute_output_shape(self, input_shape):
-        nested = isinstance(input_shape, (list, tuple)) and input_shape and \
-            isinstance(input_shape[0], (list, tuple))
-        return input_shape[0] if nested else input_shape
+        return _first(input_shape)
 
     def get_config(self):
         config = super().get_config()
         config.update(num_classes=self.num_classes, alpha=self.alpha, weight=self.weight,
                       center_metrics=self.center_metrics)
         return config
+
+
+def _pair(outputs):
+    """`outputs` if it is (logits, embedding), else a ValueError naming what it is."""
+    if isinstance(outputs, (list, tuple)) and len(outputs) == 2:
+        return outputs
+    shapes = keras.tree.map_structure(lambda t: tuple(getattr(t, "shape", ())), outputs)
+    got = (f"one tensor of shape {shapes}" if hasattr(outputs, "shape") else
+           f"{len(outputs)} outputs of shapes {list(shapes)}" if isinstance(outputs, (list, tuple))
+           else f"{type(outputs).__name__} of shapes {shapes}")
+    raise ValueError(rules.BACKBONE_OUTPUTS.format(got=got))
 
 
 @keras.saving.register_keras_serializable(package="cl")
@@ -225,11 +234,8 @@ class CenterLossModel(keras.Model):
         self.center_loss = CenterLoss(num_classes, alpha, weight, center_metrics,
                                       name="center_loss")
         outputs = getattr(backbone, "outputs", None)
-        if outputs:
-            if len(outputs) != 2:
-                raise ValueError(
-                    f"CenterLossModel: backbone must output (logits, embedding); "
-                    f"it has {len(outputs)} output(s).")
+        if outputs:  # functional, or a built Sequential
+            outputs = _pair(outputs[0] if len(outputs) == 1 else outputs)
             self.center_loss.build(tuple(outputs[1].shape))
 
     @property
@@ -241,8 +247,8 @@ class CenterLossModel(keras.Model):
             # A subclassed backbone has no outputs to read the dimension from,
             # nor, often, compute_output_shape: a symbolic call builds it and
             # gives the embedding's shape.
-            embedding = self.backbone(keras.tree.map_shape_structure(
-                keras.KerasTensor, input_shape))[1]
+            embedding = _pair(self.backbone(keras.tree.map_shape_structure(
+                keras.KerasTensor, input_shape)))[1]
             self.center_loss.build(tuple(embedding.shape))
         super().build(input_shape)
 
@@ -268,7 +274,7 @@ class CenterLossModel(keras.Model):
         return super().train_step(*args)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        logits, embedding = y_pred
+        logits, embedding = _pair(y_pred)
         loss = super().compute_loss(x, y, logits, sample_weight, training=training)
         # Scaled per replica as Keras scales the compiled loss (tf.distribute).
         return loss + replica_share(self.center_loss.term(y, embedding, sample_weight,

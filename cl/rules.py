@@ -95,3 +95,13 @@ def control_flow_body(what, body):
                "training=<bool tensor>: the update runs only when it is true, the loss "
                "is computed either way.")
     return f"{what} was called inside {where}. {fix}"
+
+# A Keras 3 layer called twice with labels (cl.keras3).
+SECOND_CALL = (
+    "{what} was called a second time with labels {where}; its second update would start "
+    "from centers the first already moved. Call it once, on the embeddings concatenated "
+    "along the batch axis (and their labels): one update on all samples, one loss from "
+    "the pre-update centers.")
+
+# cl.keras3.CenterLossModel's backbone; `got` names what it returned.
+BACKBONE_OUTPUTS = "CenterLossModel: backbone must output (logits, embedding); it returned {got}."
