@@ -96,6 +96,7 @@ def control_flow_body(what, body):
                "is computed either way.")
     return f"{what} was called inside {where}. {fix}"
 
+
 # A Keras 3 layer called twice with labels (cl.keras3).
 SECOND_CALL = (
     "{what} was called a second time with labels {where}; its second update would start "
