@@ -21,7 +21,7 @@ GRAPH_MODE_HINT = (
     "TensorFlow >= 2.16 use Keras 2 (`import tf_keras`, or set "
     "TF_USE_LEGACY_KERAS=1 before importing TensorFlow). For Keras 3 (TensorFlow "
     "or JAX) use cl.keras3.CenterLoss, and for TF2 custom loops cl.tf2.CenterLoss: "
-    "see the README section 'TF2 and Keras 3'.")
+    "see docs/keras3.md and docs/tf2.md.")
 
 
 def tf_version():

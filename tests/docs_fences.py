@@ -145,10 +145,10 @@ INLINE_CODE = re.compile(r"`[^`\n]*`")
 ABSOLUTE = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*:")  # https:, mailto:
 
 
-def prose(text):
-    """`text` without its code blocks and inline code, lines kept."""
+def prose(text, inline_code=False):
+    """`text` without its code blocks (and inline code, unless asked), lines kept."""
     text = FENCE.sub(lambda match: "\n" * match.group(0).count("\n"), text)
-    return INLINE_CODE.sub("", text)
+    return text if inline_code else INLINE_CODE.sub("", text)
 
 
 def links(text):
@@ -166,7 +166,7 @@ def slug(heading):
 
 def anchors(page):
     seen, found = {}, set()
-    for heading in re.findall(r"^#{1,6} (.+)$", prose(page.read_text(encoding="utf-8")), re.M):
+    for heading in re.findall(r"^#{1,6} (.+)$", prose(page.read_text(encoding="utf-8"), inline_code=True), re.M):
         base = slug(heading)
         count = seen.get(base, 0)
         seen[base] = count + 1
