@@ -16,8 +16,9 @@ one tag, which says where the tests run it:
 
 The blocks of one tag on one page run in order, as one program (a reader
 pastes them in turn), in a subprocess started in an empty folder: whatever
-a block needs, an earlier block of the same page and tag shows. Framework
-free: both test suites import it.
+a block needs, an earlier block of the same page and tag shows. To keep the
+suites short, `epochs=N` is run as `epochs=1` (eager PyTorch takes minutes
+for the pages' few epochs). Framework free: both test suites import it.
 """
 
 import ast
@@ -34,6 +35,7 @@ TAGS = (*RUN_TAGS, "multi-device")
 PYTHON = ("python", "py", "python3", "pycon", "ipython")
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.M | re.S)
 BACKEND_LINE = re.compile(r'^(\s*os\.environ\["KERAS_BACKEND"\] = )"[a-z]+"', re.M)
+EPOCHS = re.compile(r"\bepochs=\d+")
 DONE = "ALL BLOCKS RAN"
 
 
@@ -118,10 +120,11 @@ def group_id(group):
 
 def program(chosen, backend=None):
     """The blocks as one program, with the Keras backend line set to
-    `backend`; each block is announced, so a failure names its block."""
+    `backend` and one epoch per fit; each block is announced, so a failure
+    names its block."""
     parts = []
     for block in chosen:
-        code = block.code
+        code = EPOCHS.sub("epochs=1", block.code)
         if backend is not None:
             code = BACKEND_LINE.sub(rf'\g<1>"{backend}"', code)
         parts.append(f"print({f'--- block at {block.where}'!r}, flush=True)\n{code}")
