@@ -33,7 +33,7 @@ help:
 	@echo "make examples  run every legacy_examples/ script"
 	@echo "make dist-check  build sdist + wheel, twine check, install the wheel[tf] in a fresh venv, python -m cl"
 
-$(STAMP): $(REQUIREMENTS) requirements/dev.txt setup.py
+$(STAMP): $(REQUIREMENTS) requirements/dev.txt setup.py pyproject.toml
 	@test -f $(REQUIREMENTS) || { echo "TF=$(TF): no $(REQUIREMENTS); use TF=2.21 or TF=2.15"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
@@ -43,7 +43,7 @@ $(STAMP): $(REQUIREMENTS) requirements/dev.txt setup.py
 
 venv: $(STAMP)
 
-$(JAX_STAMP): requirements/jax.txt requirements/dev.txt setup.py
+$(JAX_STAMP): requirements/jax.txt requirements/dev.txt setup.py pyproject.toml
 	$(PYTHON) -m venv $(JAX_VENV)
 	$(JAX_VENV)/bin/pip install -q --upgrade pip
 	$(JAX_VENV)/bin/pip install -q -r requirements/jax.txt -r requirements/dev.txt

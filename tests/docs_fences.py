@@ -169,7 +169,8 @@ def slug(heading):
 
 def anchors(page):
     seen, found = {}, set()
-    for heading in re.findall(r"^#{1,6} (.+)$", prose(page.read_text(encoding="utf-8"), inline_code=True), re.M):
+    text = prose(page.read_text(encoding="utf-8"), inline_code=True)
+    for heading in re.findall(r"^#{1,6} (.+)$", text, re.M):
         base = slug(heading)
         count = seen.get(base, 0)
         seen[base] = count + 1
