@@ -18,7 +18,7 @@ JAX_STAMP := $(JAX_VENV)/.installed-jax
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv venv-jax test test-jax test-torch selftest lint demo bench gpu-check examples check clean
+.PHONY: help venv venv-jax test test-jax test-torch selftest lint demo bench gpu-check examples dist-check check clean
 
 help:
 	@echo "make demo      train on sklearn digits, write out/demo/{features.png,metrics.csv}"
@@ -31,8 +31,9 @@ help:
 	@echo "make bench     cost of center loss vs softmax and other formulations"
 	@echo "make gpu-check one table: bad labels, mixed_float16, 2 replicas on 1 device, step times (GPU or CPU)"
 	@echo "make examples  run every legacy_examples/ script"
+	@echo "make dist-check  build sdist + wheel, twine check, install the wheel[tf] in a fresh venv, python -m cl"
 
-$(STAMP): $(REQUIREMENTS) requirements/dev.txt setup.py
+$(STAMP): $(REQUIREMENTS) requirements/dev.txt setup.py pyproject.toml
 	@test -f $(REQUIREMENTS) || { echo "TF=$(TF): no $(REQUIREMENTS); use TF=2.21 or TF=2.15"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
@@ -42,7 +43,7 @@ $(STAMP): $(REQUIREMENTS) requirements/dev.txt setup.py
 
 venv: $(STAMP)
 
-$(JAX_STAMP): requirements/jax.txt requirements/dev.txt setup.py
+$(JAX_STAMP): requirements/jax.txt requirements/dev.txt setup.py pyproject.toml
 	$(PYTHON) -m venv $(JAX_VENV)
 	$(JAX_VENV)/bin/pip install -q --upgrade pip
 	$(JAX_VENV)/bin/pip install -q -r requirements/jax.txt -r requirements/dev.txt
@@ -91,6 +92,15 @@ gpu-check: venv
 
 examples: venv
 	@for script in legacy_examples/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+# The distributions as a user gets them (tests/dist): built from a clean
+# dist/, LICENSE and docs inside, twine check, and the wheel with its [tf]
+# extra in a fresh venv (pinned by requirements/tf2.21.txt as constraints)
+# running `python -m cl` outside the checkout.
+dist-check: venv
+	rm -rf dist
+	$(BIN)/python -m build --no-isolation --outdir dist .
+	CL_DIST=dist $(BIN)/python -m pytest tests/dist
 
 check: lint test
 

@@ -1,5 +1,5 @@
 """cl: center loss (Wen et al., ECCV 2016) for Keras 2 / TF1-style graphs,
-and for TF2 and Keras 3 (TensorFlow and JAX backends).
+and for TF2 and Keras 3 (TensorFlow, JAX and PyTorch backends).
 
 Drop-in for the blog's `cl.py`: the same public names, with the paper's math,
 per-sample losses, reuse in one graph, guarded labels and NaN-safe centers.

@@ -19,9 +19,9 @@ GRAPH_MODE_HINT = (
     "tf.compat.v1.disable_eager_execution() (or "
     "tf.compat.v1.disable_v2_behavior()) before building the model, and on "
     "TensorFlow >= 2.16 use Keras 2 (`import tf_keras`, or set "
-    "TF_USE_LEGACY_KERAS=1 before importing TensorFlow). For Keras 3 (TensorFlow "
-    "or JAX) use cl.keras3.CenterLoss, and for TF2 custom loops cl.tf2.CenterLoss: "
-    "see the README section 'TF2 and Keras 3'.")
+    "TF_USE_LEGACY_KERAS=1 before importing TensorFlow). For Keras 3 (TensorFlow, "
+    "JAX or PyTorch) use cl.keras3.CenterLoss, and for TF2 custom loops cl.tf2.CenterLoss: "
+    "see docs/keras3.md and docs/tf2.md.")
 
 
 def tf_version():

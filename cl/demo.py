@@ -17,7 +17,7 @@ so there they are the class means of the training features.
 Writes OUT/features.png (one panel per lambda) and OUT/metrics.csv.
 
 `--keras 3` trains the same models with Keras 3 and the `cl.keras3.CenterLoss`
-layer instead (backend from KERAS_BACKEND: tensorflow or jax).
+layer instead (backend from KERAS_BACKEND: tensorflow, jax or torch).
 """
 
 import argparse

@@ -1,4 +1,4 @@
-"""The README's Estimator `model_fn`: train, evaluate, predict, warm starts.
+"""The Estimator `model_fn` of docs/harnesses.md: train, evaluate, predict, warm starts.
 
 `tf.estimator` exists up to TensorFlow 2.15; the file skips elsewhere.
 """
@@ -17,13 +17,13 @@ try:
 except AttributeError:
     pytest.skip(f"TensorFlow {tf.__version__} has no tf.estimator", allow_module_level=True)
 
-README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
+PAGE = pathlib.Path(__file__).resolve().parents[2] / "docs" / "harnesses.md"
 C, D_IN, D, B, ALPHA, LAMBDA = 4, 5, 3, 8, 0.5, 0.1
 TABLE = "center_loss/centers"
 
 
 def readme_model_fn():
-    (block,) = re.findall(r"```python estimator\n(.*?)```", README.read_text(), re.S)
+    (block,) = re.findall(r"```python estimator\n(.*?)```", PAGE.read_text(), re.S)
     scope = {}
     exec(block, scope)
     return scope["model_fn"]

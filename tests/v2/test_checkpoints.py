@@ -134,13 +134,3 @@ def test_migrated_centers_go_into_a_new_table_of_the_same_shape_only(old_files):
     with pytest.raises(ValueError):
         CenterLoss(7, 3).centers.assign(values)
 
-
-def test_readme_migration_snippet(old_files):
-    import re
-
-    from test_readme import README
-    block, = re.findall(r"```python migrate\n(.*?)```", README.read_text(), re.S)
-    code = block.replace("old_run/model.ckpt", str(old_files / "saver" / "model"))
-    code += "\nimport numpy as np\nprint('SNIPPET OK', np.array_equal(center.centers.numpy(), old))\n"
-    result = run_python(code)
-    assert "SNIPPET OK True" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]

@@ -1,7 +1,8 @@
 """`python -m cl` checks every front-end the environment runs and says why it
-skipped the others: TF 2.21 + Keras 3 (all three checked), TF 2.15 (Keras 2:
-keras3 skipped), Keras 3 on JAX without TensorFlow (graph and tf2 skipped).
-A wrong result or a crash exits non-zero, and so does checking nothing."""
+skipped the others: TF 2.21 + tf_keras + Keras 3 (all four checked), TF 2.15
+(Keras 2 built in: keras3 skipped), Keras 3 on JAX or PyTorch without
+TensorFlow (graph, keras2 and tf2 skipped). A wrong result or a crash exits
+non-zero, and so does checking nothing."""
 
 import importlib.metadata
 import importlib.util
@@ -26,12 +27,23 @@ def run_selftest(code="import sys, cl.__main__ as m; sys.exit(m.main())"):
                           timeout=600, cwd=ROOT)
 
 
+def keras2_importable():
+    """Keras 2 as cl finds it: tf.keras on TF 2.15, tf_keras from 2.16."""
+    if not HAS_TF:
+        return False
+    import tensorflow as tf
+    if tuple(int(part) for part in tf.__version__.split(".")[:2]) < (2, 16):
+        return True
+    return importlib.util.find_spec("tf_keras") is not None
+
+
 def expected_statuses():
     keras3 = ("skipped (Keras not installed)" if KERAS is None else
               f"skipped (Keras {KERAS} is not Keras 3)" if int(KERAS.split(".")[0]) < 3 else
               "checked, all passed")
     tf = "checked, all passed" if HAS_TF else "skipped (TensorFlow not installed)"
-    return {"graph": tf, "keras3": keras3, "tf2": tf}
+    keras2 = tf if not HAS_TF or keras2_importable() else "skipped (Keras 2 not installed: "
+    return {"graph": tf, "keras2": keras2, "keras3": keras3, "tf2": tf}
 
 
 def statuses(stdout):
@@ -45,7 +57,9 @@ def test_python_m_cl_checks_what_this_environment_runs():
                             timeout=600, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == "PASS"
-    assert statuses(result.stdout) == expected_statuses()
+    got, want = statuses(result.stdout), expected_statuses()
+    assert list(got) == list(want)  # in this order: graph, keras2, keras3, tf2
+    assert all(got[name].startswith(status) for name, status in want.items()), got
     assert "FAIL" not in result.stdout.replace("PASS", "")
     if expected_statuses()["keras3"].startswith("checked"):
         import keras
@@ -93,3 +107,50 @@ def test_nothing_checked_fails(capsys, checked):
     out = capsys.readouterr().out
     assert "absent: skipped (not installed)" in out
     assert ("nothing could be checked here" in out) is not checked
+
+
+def run_front_ends(names, setup=""):
+    """`python -m cl` limited to the front-ends `names`, after `setup`."""
+    return run_selftest(
+        f"import sys\n{setup}\nimport cl.__main__ as m\n"
+        f"sys.exit(m.main([f for f in m.FRONT_ENDS if f[0] in {names!r}]))\n")
+
+
+def test_keras2_check_is_the_blogs_route():
+    """Issue 23 item 5: a green self-test means the blog's
+    `model.compile(loss=cl.loss)` + fit works; where compiling it is
+    refused, the Keras 2 check fails."""
+    if not keras2_importable():
+        pytest.skip("no Keras 2 here")
+    result = run_front_ends(["keras2"])
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert "keras2: the blog's model.compile(loss=cl.loss) on " in result.stdout
+    for check in ("fit (4 steps) and train_on_batch: centers vs numpy",
+                  "train_on_batch loss = cross-entropy + LAMBDA * center loss",
+                  "evaluate and predict move nothing"):
+        assert check in result.stdout
+    refused = run_front_ends(["keras2"], setup=(
+        "import cl.ops\n"
+        "def refused(*args, **kwargs):\n"
+        "    raise TypeError('cl.loss refused by Keras')\n"
+        "cl.ops.loss = refused\n"))
+    assert refused.returncode == 1, refused.stdout + refused.stderr[-3000:]
+    assert statuses(refused.stdout) == {"keras2": "checked, 1 FAILED"}
+    assert "FAIL raised TypeError: cl.loss refused by Keras" in refused.stdout
+
+
+def test_keras2_skipped_with_the_reason_where_it_cannot_be_imported():
+    """Issue 23 item 5: TF >= 2.16 without tf_keras: the Keras 2 check says
+    why it skipped (and what to install), the others still run."""
+    if not keras2_importable():
+        pytest.skip("no Keras 2 here to take away")
+    import tensorflow as tf
+    if tf.__version__.startswith("2.15."):
+        pytest.skip("on TF 2.15 Keras 2 is tf.keras itself")
+    major, minor = tf.__version__.split(".")[:2]
+    result = run_front_ends(["graph", "keras2"], setup="sys.modules['tf_keras'] = None")
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    got = statuses(result.stdout)
+    assert got["graph"] == "checked, all passed"
+    assert got["keras2"].startswith("skipped (Keras 2 not installed: ")
+    assert f"pip install 'tf-keras~={major}.{minor}.0'" in got["keras2"]
