@@ -106,3 +106,76 @@ SECOND_CALL = (
 
 # cl.keras3.CenterLossModel's backbone; `got` names what it returned.
 BACKBONE_OUTPUTS = "CenterLossModel: backbone must output (logits, embedding); it returned {got}."
+
+
+# Tables split by rows (cl.graph.shards): every class row lives whole on one shard.
+def rows_only_split(what, name, shape, received):
+    """A table `name` of `shape` split otherwise than by rows; `received`
+    says how (the shards' shapes, or what the partitioner returned)."""
+    return (
+        f"{what}: the centers table '{name}' {list(shape)} would be split otherwise than "
+        f"by rows ({received}); cl needs shards of whole rows, so that a class's "
+        f"center lives on one shard. Use a partitioner that splits axis 0 only: "
+        f"tf.compat.v1.fixed_size_partitioner(num_shards) or "
+        f"tf.compat.v1.min_max_variable_partitioner(max_partitions, axis=0) (TF1), "
+        f"tf.distribute.experimental.partitioners.FixedShardsPartitioner(k), "
+        f"MinSizePartitioner or MaxSizePartitioner (ParameterServerStrategy).")
+
+
+# tf.distribute (cl.graph.replicas, and the front-ends that use it). `what`
+# names the caller; `alternative` what to use instead; `create_hint` where
+# to create the table.
+def unsupported_strategy(what, strategy, replicas, alternative):
+    """A strategy under which the replicas' copies of the table would drift."""
+    return (
+        f"{what} does not support {strategy} ({replicas} replicas): its replicas' "
+        f"centers would drift apart. Use tf.distribute.MirroredStrategy, "
+        f"MultiWorkerMirroredStrategy, {alternative}.")
+
+
+def table_outside_strategy(what, table):
+    return (f"{what}: the centers table '{table}' belongs to a tf.distribute strategy "
+            f"but is used outside it; call the loss inside strategy.run (or "
+            f"call_for_each_replica).")
+
+
+def plain_table_under_strategy(what, table, replicas, create_hint):
+    return (f"{what}: the centers table '{table}' is a plain variable shared by "
+            f"{replicas} replicas, so each replica would update it separately. Create "
+            f"it inside strategy.scope(){create_hint}.")
+
+
+def cross_replica_update(what, strategy):
+    return (f"{what} was called in the cross-replica context of {strategy} (inside "
+            f"strategy.scope() but outside strategy.run), where no replica's batch is "
+            f"known. Call it inside strategy.run / call_for_each_replica, or pass "
+            f"training=False for a loss that reads the centers without updating them.")
+
+
+def partitioned_under_strategy(table, strategy):
+    return (f"cl: the centers table '{table}' would be partitioned under {strategy}, "
+            f"which keeps a whole copy of it per replica. Split tables by rows with "
+            f"replica_device_setter and parameter servers (TF1), or "
+            f"ParameterServerStrategy(variable_partitioner=...) with cl.tf2; under "
+            f"MirroredStrategy build the loss outside the partitioned variable scope.")
+
+
+def replicas_per_parameter_server_worker(what, replicas):
+    return (f"{what} does not support ParameterServerStrategy with {replicas} replicas "
+            f"per worker (GPUs): each replica would apply its own update to the table, "
+            f"from part of the step's batch. Give each worker one device (e.g. "
+            f"CUDA_VISIBLE_DEVICES), or use MultiWorkerMirroredStrategy.")
+
+
+def two_losses_under_strategy(table, strategy):
+    return (f"cl: two losses update the centers table '{table}' under {strategy}; under "
+            f"a tf.distribute strategy each table can be updated by one loss on one "
+            f"output. Give the losses different names (a table each), or train on one "
+            f"device.")
+
+
+def center_metrics_under_strategy(strategy):
+    return (f"cl: the center metrics (center_distance, center_ratio) are not supported "
+            f"under {strategy}: their read of the centers would race the replicas' "
+            f"update. Compile without them, or evaluate them on a model compiled "
+            f"outside the strategy.")

@@ -22,7 +22,7 @@ is then mirrored, and every copy follows the rule on the global batch
 `tf.distribute.ParameterServerStrategy` with a `variable_partitioner`, the
 table is a ShardedVariable split by rows over the ps tasks, and each step
 scheduled by `ClusterCoordinator` reads and updates only its batch's rows,
-each on its own shard (`cl.tf2_shards`).
+each on its own shard (`cl.graph.shards`).
 
 Bad inputs (labels out of range, labels and features of different batch
 sizes, negative or NaN sample weights) raise before any row is read or
@@ -32,7 +32,7 @@ a sample's loss reads NaN and it is left out of the update instead.
 
 import tensorflow as tf
 
-from cl import formulas, tf2_shards
+from cl import formulas
 from cl.graph import checks, replicas, shards
 
 _ALTERNATIVE = "or cl.tf2.CenterLoss without a strategy"
@@ -65,14 +65,14 @@ class CenterLoss(tf.Module):
     def __init__(self, num_classes, dim, alpha=0.5, name="center_loss"):
         super().__init__(name=name)
         strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
-        parameter_server = tf2_shards.is_parameter_server(strategy)
+        parameter_server = shards.is_parameter_server(strategy)
         if strategy is not None and not parameter_server:
             replicas.check_strategy(strategy, f"cl.tf2.CenterLoss '{name}'", _ALTERNATIVE)
         self.num_classes = formulas.check_num_classes(num_classes)
         self.dim = formulas.check_num_classes(dim, "dim")
         self.alpha = formulas.check_alpha(alpha)
         if parameter_server:
-            tf2_shards.check_parameter_server(strategy, num_classes, dim,
+            shards.check_parameter_server(strategy, num_classes, dim,
                                               f"cl.tf2.CenterLoss '{name}'")
         with self.name_scope:
             self.centers = tf.Variable(tf.zeros([num_classes, dim], tf.float32),

@@ -29,7 +29,7 @@ dependencies then run the update whatever the caller fetches, so TF2 passes
 
 import tensorflow as tf
 
-from cl import formulas
+from cl import formulas, rules
 from cl.graph import ties
 
 # The table keeps one copy per replica, all updated alike by cl; ONLY_FIRST_REPLICA
@@ -59,11 +59,8 @@ def table_options():
 
 
 def _unsupported(strategy, what, alternative):
-    return NotImplementedError(
-        f"{what} does not support {type(strategy).__name__} "
-        f"({strategy.num_replicas_in_sync} replicas): its replicas' centers "
-        f"would drift apart. Use tf.distribute.MirroredStrategy, "
-        f"MultiWorkerMirroredStrategy, {alternative}.")
+    return NotImplementedError(rules.unsupported_strategy(
+        what, type(strategy).__name__, strategy.num_replicas_in_sync, alternative))
 
 
 def check_strategy(strategy, what="cl.center_loss", alternative=GRAPH_ALTERNATIVE):
@@ -87,10 +84,7 @@ def is_distributed(centers, training, what="cl.center_loss",
     mirrored = isinstance(centers, tf.distribute.DistributedValues)
     if not tf.distribute.has_strategy():
         if mirrored:
-            raise RuntimeError(
-                f"{what}: the centers table '{centers.name}' belongs to a "
-                f"tf.distribute strategy but is used outside it; call the loss "
-                f"inside strategy.run (or call_for_each_replica).")
+            raise RuntimeError(rules.table_outside_strategy(what, centers.name))
         return False
     strategy = tf.distribute.get_strategy()
     if not mirrored and strategy.num_replicas_in_sync == 1:
@@ -98,18 +92,10 @@ def is_distributed(centers, training, what="cl.center_loss",
     if not isinstance(strategy, _supported_strategies()):
         raise _unsupported(strategy, what, alternative)
     if not mirrored:
-        raise ValueError(
-            f"{what}: the centers table '{centers.name}' is a plain "
-            f"variable shared by {strategy.num_replicas_in_sync} replicas, so "
-            f"each replica would update it separately. Create it inside "
-            f"strategy.scope(){create_hint}.")
+        raise ValueError(rules.plain_table_under_strategy(
+            what, centers.name, strategy.num_replicas_in_sync, create_hint))
     if tf.distribute.in_cross_replica_context() and training is not False:
-        raise RuntimeError(
-            f"{what} was called in the cross-replica context of "
-            f"{type(strategy).__name__} (inside strategy.scope() but outside "
-            f"strategy.run), where no replica's batch is known. Call it inside "
-            f"strategy.run / call_for_each_replica, or pass training=False for "
-            f"a loss that reads the centers without updating them.")
+        raise RuntimeError(rules.cross_replica_update(what, type(strategy).__name__))
     return True
 
 

@@ -11,12 +11,15 @@ updates only the batch's rows, each on its own shard, and what travels is
 the batch (B x D), never the table.
 
 A plain table takes the same single ops as before (`tf.gather`,
-`scatter_sub`); the routing exists only for partitioned ones.
+`scatter_sub`); the routing exists only for partitioned ones. Also here:
+the checks that a split is by rows, and ParameterServerStrategy's.
 """
+
+import numbers
 
 import tensorflow as tf
 
-from cl import compat
+from cl import compat, rules
 
 
 def partitioner_of(value):
@@ -43,26 +46,15 @@ def shards_of(table):
     row must live whole on one shard.
     """
     if is_sharded(table):
-        return list(table.variables)  # split by rows only (cl.tf2_shards checks)
+        return list(table.variables)  # split by rows only (check_parameter_server)
     if not is_partitioned(table):
         return [table]
     shards = list(table)
     dim = table.shape.as_list()[1]
     split = [shard.shape.as_list() for shard in shards]
     if any(shape[1] != dim for shape in split):
-        raise feature_split_error(table.name, table.shape.as_list(), f"shards {split}")
+        raise ValueError(rules.rows_only_split("cl", table.name, table.shape, f"shards {split}"))
     return shards
-
-
-def feature_split_error(name, shape, split):
-    """The ValueError for a table `name` of `shape` split (`split` says how)
-    along its feature axis."""
-    return ValueError(
-        f"cl: the centers table '{name}' {shape} is split along its feature axis "
-        f"({split}); cl needs shards of whole rows, so that a class's center lives "
-        f"on one shard. Use a partitioner that splits axis 0, e.g. "
-        f"tf.compat.v1.fixed_size_partitioner(num_shards) or "
-        f"tf.compat.v1.min_max_variable_partitioner(max_partitions, axis=0).")
 
 
 def _route(shards, ids):
@@ -125,3 +117,35 @@ def split_rows(table, value):
         pairs.append((shard, value[start:start + rows]))
         start += rows
     return pairs
+
+
+def is_parameter_server(strategy):
+    """Whether `strategy` is TF2's ParameterServerStrategy."""
+    return isinstance(strategy, tf.distribute.ParameterServerStrategy)
+
+
+def check_parameter_server(strategy, num_classes, dim, what):
+    """Refuses, before anything is made, what cl cannot keep exact under a
+    ParameterServerStrategy: several replicas per worker (each would apply
+    its own update) and a `variable_partitioner` that does not split rows
+    only. Steps run on the workers, each on its own batch, so the rule
+    applies per step as on one device; only the table's access changes
+    (`read_rows` / `subtract_rows` route each id to its shard: TF's own
+    `ShardedVariable.sparse_read` returns rows grouped by shard, not in the
+    order asked, on TF 2.15 and 2.21)."""
+    if strategy.num_replicas_in_sync > 1:
+        raise NotImplementedError(rules.replicas_per_parameter_server_worker(
+            what, strategy.num_replicas_in_sync))
+    # (TF keeps the partitioner there in 2.15 and 2.21; if it moves, TF's own
+    # check still refuses a bad split, in its words.)
+    partitioner = getattr(strategy.extended, "_variable_partitioner", None)
+    if partitioner is None:
+        return
+    shape = tf.TensorShape([num_classes, dim])
+    received = partitioner(shape=shape, dtype=tf.float32)
+    counts = list(received) if isinstance(received, (list, tuple)) else None
+    if not counts or not all(isinstance(n, numbers.Integral) for n in counts) or \
+            counts[0] < 1 or any(n != 1 for n in counts[1:]):
+        raise ValueError(rules.rows_only_split(
+            what, "centers", shape.as_list(),
+            f"the ParameterServerStrategy's variable_partitioner returned {received!r}"))

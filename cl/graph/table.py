@@ -13,7 +13,7 @@ import weakref
 
 import tensorflow as tf
 
-from cl import checkpoints, formulas
+from cl import checkpoints, formulas, rules
 from cl.graph import replicas, shards
 
 CENTERS_NAME = checkpoints.CENTERS_NAME
@@ -123,16 +123,11 @@ def _check_partitioning(partitioner, scope, shape):
         return
     parts = list(partitioner(shape=tf.TensorShape(shape), dtype=tf.float32))
     if any(count != 1 for count in parts[1:]):
-        raise shards.feature_split_error(f"{scope}/{CENTERS_NAME}", shape,
-                                         f"its partitioner returned {parts}")
+        raise ValueError(rules.rows_only_split("cl", f"{scope}/{CENTERS_NAME}", shape,
+                                               f"its partitioner returned {parts}"))
     if tf.distribute.has_strategy():
-        raise ValueError(
-            f"cl: the centers table '{scope}/{CENTERS_NAME}' would be partitioned "
-            f"under {type(tf.distribute.get_strategy()).__name__}, which keeps a "
-            f"whole copy of it per replica. Split tables by rows with "
-            f"replica_device_setter and parameter servers (TF1), or "
-            f"ParameterServerStrategy(variable_partitioner=...) with cl.tf2; under "
-            f"MirroredStrategy build the loss outside the partitioned variable scope.")
+        raise ValueError(rules.partitioned_under_strategy(
+            f"{scope}/{CENTERS_NAME}", type(tf.distribute.get_strategy()).__name__))
 
 
 def partitioned_tables(graph):

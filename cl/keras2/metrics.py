@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from cl import formulas, ops, settings
+from cl import formulas, ops, rules, settings
 from cl.graph import shards, sites, targets
 from cl.graph import table as graph_table
 
@@ -56,12 +56,8 @@ def center_metrics(loss=None):
         # table that the loss then finds (same model, same name).
         y_pred = tf.convert_to_tensor(y_pred)
         if tf.distribute.has_strategy():
-            raise NotImplementedError(
-                f"cl: the center metrics (center_distance, center_ratio) are not "
-                f"supported under {type(tf.distribute.get_strategy()).__name__}: "
-                f"their read of the centers would race the replicas' update. "
-                f"Compile without them, or evaluate them on a model compiled "
-                f"outside the strategy.")
+            raise NotImplementedError(rules.center_metrics_under_strategy(
+                type(tf.distribute.get_strategy()).__name__))
         site = sites.current()
         classes, name = _table_settings(loss, site)
         dim = tf.compat.dimension_value(y_pred.shape[-1])

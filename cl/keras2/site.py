@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from cl import checkpoints, compat
+from cl import checkpoints, compat, rules
 from cl.graph import shards
 from cl.graph import table as graph_table
 from cl.keras2.state import (
@@ -160,12 +160,8 @@ class CompileSite:
         if training is not False:
             record = self._record(table)
             if record.get("distributed_update"):
-                raise NotImplementedError(
-                    f"cl: two losses update the centers table '{table.name}' "
-                    f"under {type(tf.distribute.get_strategy()).__name__}; "
-                    f"under a tf.distribute strategy each table can be updated "
-                    f"by one loss on one output. Give the losses different "
-                    f"names (a table each), or train on one device.")
+                raise NotImplementedError(rules.two_losses_under_strategy(
+                    table.name, type(tf.distribute.get_strategy()).__name__))
             record["distributed_update"] = True
         return training
 

@@ -175,7 +175,7 @@ def test_uninitialised_shards_say_what_to_run(session):
 def test_split_along_features_is_refused_before_any_variable(session):
     by_features = tf.compat.v1.variable_axis_size_partitioner(
         max_shard_bytes=C * 4, axis=1)
-    with pytest.raises(ValueError, match=r"feature axis.*fixed_size_partitioner"):
+    with pytest.raises(ValueError, match=r"otherwise than by rows.*fixed_size_partitioner"):
         with tf.compat.v1.variable_scope("m", partitioner=by_features):
             cl.center_loss(tf.constant([0, 1]), tf.ones([2, D]), ALPHA, C)
     with pytest.raises(TypeError, match="received 3"):

@@ -17,7 +17,6 @@ FLOORS = {
     "cl.graph": 2, "cl.graph.sites": 2, "cl.graph.ties": 2, "cl.graph.checks": 2, "cl.graph.shards": 2,
     "cl.graph.replicas": 3, "cl.graph.targets": 3,
     "cl.graph.table": 4, "cl.keras3_replicas": 4, "cl.keras3_torch": 4, "cl.keras3_jax": 4,
-    "cl.tf2_shards": 4,
     "cl.ops": 5, "cl.keras3_backends": 5, "cl.keras3_metrics": 5,
     "cl.tf2": 6, "cl.keras3": 6, "cl.towers": 6, "cl.distribute": 7,
     "cl.keras2.state": 7,
