@@ -79,12 +79,12 @@ demo: venv
 	$(BIN)/python -m cl.demo --out out/demo
 
 bench: venv venv-jax
-	$(BIN)/python bench/bench.py --out out/bench
-	$(BIN)/python bench/distribute_bench.py --out out/bench
+	$(BIN)/python bench/bench_graph.py --out out/bench
+	$(BIN)/python bench/bench_distribute.py --out out/bench
 	$(BIN)/python bench/bench_keras3.py --out out/bench --backend tensorflow
 	KERAS_BACKEND=jax $(JAX_VENV)/bin/python bench/bench_keras3.py --out out/bench --backend jax
 	KERAS_BACKEND=torch $(JAX_VENV)/bin/python bench/bench_keras3.py --out out/bench --backend torch
-	$(BIN)/python bench/large_bench.py --out out/bench
+	$(BIN)/python bench/bench_large.py --out out/bench
 	$(BIN)/python bench/goals.py --out out/bench
 
 gpu-check: venv

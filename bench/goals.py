@@ -1,7 +1,7 @@
 """Every bench goal, met or not, from the files `make bench` wrote.
 
 Run last by `make bench`:  python bench/goals.py [--out out/bench]
-Reads results.json (bench.py), distribute.json, keras3_<backend>.json and
+Reads results.json (bench_graph.py), distribute.json, keras3_<backend>.json and
 large.json where present and prints one line per goal. Checks, never
 asserts: the exit status is 0 whatever they read (timings on a shared
 machine are not a test). Needs no TensorFlow.

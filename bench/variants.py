@@ -1,6 +1,6 @@
 """The benchmarked variants, as TF1-style graphs; one step = one session.run.
 
-Imported by bench.py's worker processes only: each (variant, num_classes)
+Imported by bench_graph.py's worker processes only: each (variant, num_classes)
 runs in its own process with its own tf.Graph (see `serve`). Inputs
 live in the graph (constants and variables; labels drawn in-graph from a
 preset random pool), so a step is one `session.run(step)` with no feed_dict.

@@ -1,11 +1,11 @@
-"""`bench/bench.py --quick` runs and reports what it must (no timing asserts)."""
+"""`bench/bench_graph.py --quick` runs and reports what it must (no timing asserts)."""
 
 import json
 import pathlib
 import subprocess
 import sys
 
-BENCH = pathlib.Path(__file__).resolve().parents[2] / "bench" / "bench.py"
+BENCH = pathlib.Path(__file__).resolve().parents[2] / "bench" / "bench_graph.py"
 VARIANTS = {"softmax", "cl", "dense_distmat", "embedding_param",
             "cl_term", "dense_distmat_term", "floor_gather_scatter"}
 
@@ -30,11 +30,11 @@ def test_quick_bench_rows_and_memory_accounting(tmp_path):
         assert all(row["median_step_s"] > 0 for row in by_variant.values())
 
 
-LARGE = BENCH.parent / "large_bench.py"
+LARGE = BENCH.parent / "bench_large.py"
 
 
 def test_quick_large_bench_rows(tmp_path):
-    """`bench/large_bench.py --quick`: one device and 4 shards, both variants,
+    """`bench/bench_large.py --quick`: one device and 4 shards, both variants,
     the row fields of out/bench/large.json (no timing asserts)."""
     result = subprocess.run([sys.executable, str(LARGE), "--quick", "--out", str(tmp_path)],
                             capture_output=True, text=True, timeout=300)

@@ -1,6 +1,6 @@
 """cl's term against the bare gather + scatter floor at very many classes.
 
-Run by `make bench`:  .venv/bin/python bench/large_bench.py --out out/bench
+Run by `make bench`:  .venv/bin/python bench/bench_large.py --out out/bench
 Writes DIR/large.json (a list of rows {"variant", "engine", "classes", "dim",
 "shards", "median_step_s", "bytes_per_shard", "peak_rss_mb", ...}) and
 DIR/large.md (rows and goal lines), and prints them.
@@ -254,7 +254,7 @@ class Worker:
             self.process.wait()
             self.errors.seek(0)
             sys.stderr.write(self.errors.read()[-4000:])
-            raise RuntimeError(f"a large_bench child died (exit {self.process.returncode})")
+            raise RuntimeError(f"a bench_large child died (exit {self.process.returncode})")
         return line.rstrip("\n")
 
     def send(self, word):

@@ -1,6 +1,6 @@
 """Cost of cl's center loss against softmax alone and other formulations.
 
-Run by `make bench`:  .venv/bin/python bench/bench.py --out out/bench
+Run by `make bench`:  .venv/bin/python bench/bench_graph.py --out out/bench
 Writes DIR/results.json (one row per variant and number of classes),
 DIR/results.md (table, ratio checks, machine) and prints the table.
 

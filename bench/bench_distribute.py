@@ -22,7 +22,7 @@ a drift of the machine's load during the run does not read as growth with C
 single-pass run, 1.07x and 0.96x in the next). Writes a JSON list of
 {"front_end", "classes", "synced_ms", "local_ms", "ratio"} to
 OUT/distribute.json. Usage:
-  .venv/bin/python bench/distribute_bench.py [--out out/bench]
+  .venv/bin/python bench/bench_distribute.py [--out out/bench]
       [--front-ends graph,tf2,keras3_tf] [--classes 1000,100000] [--steps 30] [--passes 2]
 """
 
