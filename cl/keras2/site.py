@@ -5,7 +5,7 @@ asks `cl.graph.sites` for the site of that compile (`cl/__init__` registers
 the finder that builds a `CompileSite` here): the model being compiled, the
 output's sample weights and Keras's learning phase. The site gives the
 model its own centers tables (`cl.keras2.state`), makes them model state
-(checkpoints, get/set weights: see `cl.keras2.saving`), and builds one
+(checkpoints, get/set weights: see `cl.keras2.model_methods`), and builds one
 update per table per training step, even when one loss serves several
 outputs.
 """

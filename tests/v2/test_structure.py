@@ -23,10 +23,11 @@ FLOORS = {
     "cl.keras2.state": 7,
     "cl.keras2.site": 8,
     "cl.keras2.losses": 9, "cl.keras2.metrics": 9,
-    "cl.keras2.saving": 10,
-    "cl.keras2.compiling": 11,
-    "cl.keras2": 12,
-    "cl": 13, "cl.demo": 14, "cl.selftest": 14, "cl.__main__": 15,
+    "cl.keras2.files": 10,
+    "cl.keras2.model_methods": 11,
+    "cl.keras2.compiling": 12,
+    "cl.keras2": 13,
+    "cl": 14, "cl.demo": 15, "cl.selftest": 15, "cl.__main__": 16,
 }
 
 
