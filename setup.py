@@ -28,7 +28,10 @@ setup(
     #   [tf]  tensorflow + tf-keras  (tf-keras itself requires `tensorflow`)
     #   [cpu] tensorflow-cpu, for TF 2.15 (tf.keras is Keras 2 there); on
     #         TF >= 2.16 add tf-keras with `pip install --no-deps tf-keras`.
-    install_requires=["numpy>=1.23"],
+    # h5py: read_centers and Keras 2's HDF5 routes read .h5 / .keras files
+    # (TensorFlow and Keras 3 depend on it too; without TensorFlow, on JAX or
+    # PyTorch, nothing else would bring it).
+    install_requires=["numpy>=1.23", "h5py>=3.1"],
     extras_require={
         "tf": ["tensorflow>=2.15,<2.22", "tf-keras>=2.15,<2.22"],
         "cpu": ["tensorflow-cpu>=2.15,<2.22"],

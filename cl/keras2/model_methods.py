@@ -47,6 +47,7 @@ def _extend(cls):
         tables = centers_of(self)
         weights = list(weights)
         if tables and len(weights) == len(self.weights) + len(tables):
+            files.check_values(self, weights[-len(tables):], "set_weights")  # before any change
             originals["set_weights"](self, weights[:-len(tables)])
             files.assign_centers(self, weights[-len(tables):], "set_weights")
             return
@@ -87,10 +88,17 @@ def _extend(cls):
 
     @functools.wraps(originals["load_weights"])
     def load_weights(self, *args, **kwargs):
-        result = originals["load_weights"](self, *args, **kwargs)
         filepath = _arguments(originals["load_weights"], (self, *args), kwargs)["filepath"]
-        if files.is_h5_file(filepath):
-            values = read_h5_centers(filepath)
+        h5 = files.is_h5_file(filepath)
+        values = read_h5_centers(filepath) if h5 else []
+        # Refused before Keras loads anything: in graph mode it would assign
+        # a saved table of another shape as it is.
+        if values and centers_of(self):
+            files.check_values(self, values, str(filepath))
+        elif centers_of(self) and not h5:
+            files.check_tf_checkpoint(self, str(filepath))
+        result = originals["load_weights"](self, *args, **kwargs)
+        if h5:
             if values and centers_of(self):
                 files.assign_centers(self, values, str(filepath))
             elif values:

@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from cl import checkpoints, compat
+from cl import checkpoints, compat, tf_checkpoints
 from cl.graph import shards
 from cl.graph import table as graph_table
 from cl.keras2.state import (
@@ -121,11 +121,11 @@ class CompileSite:
         # ModelCheckpoint and tf.train.Checkpoint carry it, and HDF5 loading
         # of the layers (order-based) is unaffected before compile. A table
         # split by rows is tracked shard by shard (`cl_centers_part_0`, ...).
-        name = checkpoints.tracking_name(index)
+        name = tf_checkpoints.tracking_name(index)
         parts = shards.shards_of(table)
         for k, variable in enumerate(parts):
             self.owner._track_trackable(
-                variable, name=checkpoints.part_name(name, k, len(parts)) if len(parts) > 1 else name,
+                variable, name=tf_checkpoints.part_name(name, k, len(parts)) if len(parts) > 1 else name,
                 overwrite=True)
             # Keras initialises the variables it tracks, if still uninitialised,
             # the next time it takes its session: loaded weights are never wiped.

@@ -12,8 +12,8 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "cl"
 
 # Each module's floor: a module may import only modules on lower floors.
 FLOORS = {
-    "cl._version": 0, "cl.formulas": 0, "cl.compat": 0, "cl.settings": 0, "cl.checkpoints": 0,
-    "cl.rules": 1,
+    "cl._version": 0, "cl.formulas": 0, "cl.compat": 0, "cl.settings": 0, "cl.tf_checkpoints": 0,
+    "cl.rules": 1, "cl.checkpoints": 1,
     "cl.graph": 2, "cl.graph.sites": 2, "cl.graph.ties": 2, "cl.graph.checks": 2, "cl.graph.shards": 2,
     "cl.graph.replicas": 3,
     "cl.graph.table": 4, "cl.keras3_replicas": 4, "cl.keras3_torch": 4, "cl.keras3_jax": 4,
