@@ -52,8 +52,6 @@ EXTRAS = {
     # cl.keras3 on JAX or PyTorch, no TensorFlow.
     "jax": [KERAS3, "jax>=0.10,<0.11", "jaxlib>=0.10,<0.11"],
     "torch": [KERAS3, "torch>=2.13,<2.14"],
-    # cl.read_centers on .h5 / .keras files (TensorFlow checkpoints need [tf]).
-    "read": ["h5py>=3.10,<4"],
     # The demo (cl.demo) and legacy_examples/.
     "examples": ["scikit-learn>=1.3,<1.6", "matplotlib>=3.7,<3.10"],
 }
@@ -78,7 +76,10 @@ if __name__ == "__main__":
         packages=find_packages(include=["cl", "cl.*"]),
         # Newer Pythons are bounded by the TensorFlow wheels that exist for them.
         python_requires=">=3.11",
-        install_requires=["numpy>=1.23"],
+        # h5py: read_centers and Keras 2's HDF5 routes read .h5 / .keras files
+        # (TensorFlow and Keras 3 depend on it too; on JAX or PyTorch without
+        # TensorFlow nothing else would bring it).
+        install_requires=["numpy>=1.23", "h5py>=3.10,<4"],
         extras_require=EXTRAS,
         classifiers=[
             "Development Status :: 4 - Beta",

@@ -76,7 +76,7 @@ sites.register(_keras2_compile_site)
 
 def _extend_loaded_keras2():
     """If the user's Keras 2 is already imported, extend its Model's state
-    routes now (`cl.keras2.saving`), so that an `.h5` file loaded before
+    routes now (`cl.keras2.model_methods`), so that an `.h5` file loaded before
     compile keeps its centers even when only `cl.loss` is used later.
     Imports nothing that is not already imported."""
     import sys

@@ -18,45 +18,42 @@ holding none at those names, its only centers table, if it has just one):
     the `centers` of the one `cl.keras3.CenterLoss` layer (also inside a
     `CenterLossModel`). Keras 3 keys such a layer's group `center_loss`,
     `center_loss_1`, ... after its class, whatever the layer's name.
-HDF5 and Keras 3 files need only h5py; the TensorFlow formats need TensorFlow.
+HDF5 and Keras 3 files need only h5py (a dependency of cl); the TensorFlow
+formats need TensorFlow (`cl.tf_checkpoints`: any prefix, `[ ] * ?` too).
+A damaged or truncated file raises OSError naming it.
 """
 
-import glob
 import os
 import re
 import zipfile
 
 import numpy as np
 
-# The names every writer uses (the graph tables, Keras 2 checkpoints and
-# HDF5 files), so that read_centers finds what they wrote.
-CENTERS_NAME = "centers"
-DEFAULT_SCOPE = "center_loss"
-H5_GROUP = "cl_centers"
-SAVER_DEFAULT = f"{DEFAULT_SCOPE}/{CENTERS_NAME}"
-KERAS_ATTRIBUTE = "/.ATTRIBUTES/VARIABLE_VALUE"
+from cl import tf_checkpoints
+
+# The names the HDF5 writers use, so that read_centers finds what they wrote
+# (the TF checkpoints' names: cl.tf_checkpoints).
+H5_GROUP = tf_checkpoints.KERAS2_NAME
 KERAS3_WEIGHTS = "model.weights.h5"
 _KERAS3_LAYER_KEY = re.compile(r"center_loss(_\d+)?$")
 _CHECKPOINT_FILE = re.compile(r"\.(index|data-\d{5}-of-\d{5})$")
+_ZIP_MAGIC = b"PK\x03\x04"
 
 
-def tracking_name(index):
-    """Name of a Keras 2 model's index-th table in its checkpoints."""
-    return H5_GROUP if index == 0 else f"{H5_GROUP}_{index}"
-
-
-def part_name(name, index, count):
-    """The checkpoint name of shard `index` of `count` of a table split by
-    rows that a Keras 2 model tracks as `name` (`cl_centers_part_0_of_4`).
-    The count is in the name: a checkpoint of 4 shards never matches a model
-    of 3 by key (TF would assign a shard of another size as it is)."""
-    return f"{name}_part_{index}_of_{count}"
+def h5py_module():
+    """h5py, or an ImportError that says how to install it."""
+    try:
+        import h5py
+    except ImportError as error:
+        raise ImportError("cl reads and writes HDF5 and Keras 3 .keras files with h5py, "
+                          "which is not installed: pip install h5py") from error
+    return h5py
 
 
 def read_h5_centers(h5):
     """The centers arrays in cl's HDF5 group (a path or an open h5py group),
     in table order; [] if there is none."""
-    import h5py
+    h5py = h5py_module()
     if not isinstance(h5, h5py.Group):
         with h5py.File(h5, "r") as f:
             return read_h5_centers(f)
@@ -84,30 +81,71 @@ def read_centers(path, name=None):
       KeyError naming the tables found, when `name` is not among them (or,
         for None, when a Keras 3 file holds several).
       FileNotFoundError when `path` holds no checkpoint.
-      OSError when a checkpoint's data cannot be read (truncated, missing).
+      OSError naming the file when a file cannot be read (damaged, truncated,
+        missing a checkpoint's data file).
+      ImportError when an HDF5 or .keras file needs h5py and it is missing.
     """
     path = os.fspath(path)
-    if os.path.isfile(path) and zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            if KERAS3_WEIGHTS not in archive.namelist():
-                raise KeyError(f"{path} is a zip file but not a Keras 3 .keras file with "
-                               f"weights: no {KERAS3_WEIGHTS} among {archive.namelist()}.")
-            with archive.open(KERAS3_WEIGHTS) as weights:
-                return _read_h5(weights, name, f"{path} ({KERAS3_WEIGHTS})")
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, KERAS3_WEIGHTS)):
         return _read_h5(os.path.join(path, KERAS3_WEIGHTS), name, path)  # unzipped .keras
-    if os.path.isfile(path) and _is_hdf5(path):
+    magic = _magic(path)
+    if magic.startswith(_ZIP_MAGIC):
+        return _read_keras_file(path, name)
+    if magic == b"\x89HDF\r\n\x1a\n":
         return _read_h5(path, name, path)
-    return _read_tf_checkpoint(_CHECKPOINT_FILE.sub("", path), name)
+    prefix = _CHECKPOINT_FILE.sub("", path)
+    if os.path.isfile(path) and not os.path.isfile(prefix + ".index"):
+        raise OSError(f"{path} cannot be read: it is not a Keras 3 .keras (zip) file, an "
+                      f"HDF5 file, nor a TensorFlow checkpoint's .index or .data file; "
+                      f"damaged or truncated, or of another format.")
+    return tf_checkpoints.read_table(prefix, name)
 
 
-def _is_hdf5(path):
+def _magic(path):
+    """The first 8 bytes of a file (b"" for anything else)."""
+    if not os.path.isfile(path):
+        return b""
     with open(path, "rb") as file:
-        return file.read(8) == b"\x89HDF\r\n\x1a\n"
+        return file.read(8)
+
+
+def _damaged_file_guard(path, read, *arguments):
+    """`read(*arguments)`; a damaged or truncated file becomes an OSError
+    naming it (zipfile and h5py raise errors that name neither)."""
+    import zlib
+    try:
+        return read(*arguments)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError) as error:
+        raise OSError(f"{path} cannot be read ({type(error).__name__}: {error}): the "
+                      f"file is damaged or truncated. Copy it again, or read an "
+                      f"earlier one.") from error
+
+
+def _read_keras_file(path, name):
+    with _damaged_file_guard(path, zipfile.ZipFile, path) as archive:
+        if KERAS3_WEIGHTS not in archive.namelist():
+            raise KeyError(f"{path} is a zip file but not a Keras 3 .keras file with "
+                           f"weights: no {KERAS3_WEIGHTS} among {archive.namelist()}.")
+        # h5py reads only what it needs: read the weights through once first,
+        # so that zipfile checks their CRC (damage inside the data otherwise
+        # goes unnoticed in a stored, uncompressed member).
+        _damaged_file_guard(path, _read_through, archive, KERAS3_WEIGHTS)
+        with archive.open(KERAS3_WEIGHTS) as weights:
+            return _read_h5(weights, name, f"{path} ({KERAS3_WEIGHTS})")
+
+
+def _read_through(archive, member):
+    with archive.open(member) as stream:
+        while stream.read(1 << 24):
+            pass
 
 
 def _read_h5(source, name, path):
-    import h5py
+    h5py = h5py_module()
+    return _damaged_file_guard(path, _read_h5_tables, h5py, source, name, path)
+
+
+def _read_h5_tables(h5py, source, name, path):
     with h5py.File(source, "r") as f:
         if H5_GROUP in f:
             return _read_cl_group(f[H5_GROUP], name, path)
@@ -174,64 +212,3 @@ def _text(value):
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _read_tf_checkpoint(path, name):
-    import tensorflow as tf
-    prefix = tf.train.latest_checkpoint(path) if os.path.isdir(path) else path
-    if prefix is None or not tf.io.gfile.exists(prefix + ".index"):
-        raise FileNotFoundError(f"No checkpoint at {path!r} (no {path}.index, and not a "
-                                f"folder with a 'checkpoint' file, nor an HDF5 or "
-                                f".keras file).")
-    reader = _damaged_checkpoint_guard(prefix, tf.train.load_checkpoint, prefix)
-    keys = reader.get_variable_to_shape_map()
-    if name is None:
-        candidates = [SAVER_DEFAULT, H5_GROUP + KERAS_ATTRIBUTE]
-    else:
-        name = str(name).split(":")[0]
-        candidates = [name, name + KERAS_ATTRIBUTE]
-    for key in candidates:
-        if key in keys:
-            return _damaged_checkpoint_guard(prefix, reader.get_tensor, key)
-        parts = _parts_of(key, keys)
-        if parts:  # a Keras 2 table split by rows, tracked shard by shard
-            return np.concatenate([_damaged_checkpoint_guard(prefix, reader.get_tensor, part)
-                                   for part in parts], axis=0)
-    tables = sorted({re.sub(r"_part_0_of_\d+$", "", key.replace(KERAS_ATTRIBUTE, ""))
-                     for key in keys if re.search(
-                         rf"(^|/)({CENTERS_NAME}|{H5_GROUP}(_\d+)?(_part_0_of_\d+)?)"
-                         rf"({re.escape(KERAS_ATTRIBUTE)})?$", key)})
-    if name is None and len(tables) == 1:
-        # Not at a default name, but the only table there is (a tf.train.Checkpoint
-        # of a cl.tf2.CenterLoss: `<attribute>/centers`).
-        return _read_tf_checkpoint(prefix, tables[0])
-    raise KeyError(
-        f"No centers table {name or SAVER_DEFAULT + ' or ' + H5_GROUP!r} in checkpoint "
-        f"{prefix}; tables found: {tables or 'none'}"
-        f"{'; pass name= one of them' if name is None and tables else ''}.")
-
-
-def _parts_of(key, keys):
-    """The checkpoint keys of `key`'s shards, in row order, or []."""
-    name, dot, attribute = key.partition("/.")
-    for key_of_part0 in keys:
-        found = re.fullmatch(re.escape(part_name(name, 0, "")) + r"(\d+)" + re.escape(dot + attribute),
-                             key_of_part0)
-        if found:
-            count = int(found.group(1))
-            return [part_name(name, k, count) + dot + attribute for k in range(count)]
-    return []
-
-
-def _damaged_checkpoint_guard(prefix, read, argument):
-    """`read(argument)`; a truncated or missing file becomes an OSError saying so
-    (TensorFlow raises a bare IndexError, or an OpError with no message)."""
-    import tensorflow as tf
-    try:
-        return read(argument)
-    except (IndexError, tf.errors.OpError) as error:
-        files = {os.path.basename(file): os.path.getsize(file)
-                 for file in sorted(glob.glob(glob.escape(prefix) + ".*"))}
-        raise OSError(
-            f"Checkpoint {prefix} cannot be read ({type(error).__name__}: "
-            f"{error.message if isinstance(error, tf.errors.OpError) else error}): a file "
-            f"is truncated or missing. Files found, in bytes: {files}. Copy the "
-            f"checkpoint again, or read an earlier one.") from error

@@ -103,6 +103,52 @@ def is_initialized(table):
         [tf.compat.v1.is_variable_initialized(shard) for shard in shards_of(table)]))
 
 
+def _copies_of(shard):
+    """The plain variables behind `shard`: a tf.distribute variable's copies."""
+    if isinstance(shard, tf.distribute.DistributedValues):
+        return list(shard.distribute_strategy.experimental_local_results(shard))
+    return [shard]
+
+
+def _held_shape(variable):
+    """The shape `variable` holds now, from its metadata: never a read of its
+    values (a resource table that sparse gathers use is in copy-on-read mode,
+    where a ReadVariableOp copies the whole table)."""
+    handle = getattr(variable, "handle", None)
+    if handle is None:  # a TF1 ref variable: Shape of the ref is no copy
+        return tf.raw_ops.Shape(input=variable.op.outputs[0], out_type=tf.int64)
+    return tf.raw_ops.VariableShape(input=handle, out_type=tf.int64)
+
+
+def held_shape_check(table, name="centers_shape"):
+    """An op asserting that every shard of `table` holds the shape it is
+    declared with. TensorFlow's graph-mode restore (tf.train.Checkpoint, a
+    Saver, Keras 2's TF-format load_weights) assigns a saved value of another
+    shape as it is; class ids are routed by the declared shapes, so the rows
+    would silently belong to other classes. Run it after `is_initialized`."""
+    parts = shards_of(table)
+    declared = [part.shape.as_list() for part in parts]
+    held = [[_held_shape(copy) for copy in _copies_of(part)] for part in parts]
+    flat = tf.concat([shape for copies in held for shape in copies], axis=0)
+    expected = [size for copies, shape in zip(held, declared) for _ in copies for size in shape]
+    # Padded and cut to the expected length: a value of another rank compares
+    # unequal instead of failing on the comparison's shapes.
+    same = tf.logical_and(tf.equal(tf.size(flat), len(expected)), tf.reduce_all(tf.equal(
+        tf.pad(flat, [[0, len(expected)]])[:len(expected)], tf.constant(expected, tf.int64))))
+    rows = tf.concat([copies[0][:1] for copies in held], axis=0)
+    whole_held = tf.concat([tf.reduce_sum(rows, keepdims=True), held[0][0][1:]], axis=0)
+    split = [", in shards of", rows, "rows"] if len(parts) > 1 else []
+    return tf.compat.v1.Assert(same, [
+        f"cl: the centers table '{table.name}' is declared {table.shape.as_list()}"
+        f"{f' (shards of {[shape[0] for shape in declared]} rows)' if len(parts) > 1 else ''}"
+        f" but holds", whole_held, *split, ". A checkpoint of a table with another "
+        "num_classes or dim was restored into it (TensorFlow's graph-mode restore "
+        "assigns a saved variable of another shape as it is, and cl would route "
+        "class ids to the wrong rows). Restore a checkpoint of the same shape, or read "
+        "the saved table with cl.read_centers and assign the rows you keep."],
+        summarize=64, name=name)
+
+
 def whole(table):
     """`table`'s value as one tensor (concatenating shards): for saving and
     get_weights, never for a training step."""

@@ -13,11 +13,11 @@ import weakref
 
 import tensorflow as tf
 
-from cl import checkpoints, formulas, rules
+from cl import formulas, rules, tf_checkpoints
 from cl.graph import replicas, shards
 
-CENTERS_NAME = checkpoints.CENTERS_NAME
-DEFAULT_SCOPE = checkpoints.DEFAULT_SCOPE
+CENTERS_NAME = tf_checkpoints.CENTERS_NAME
+DEFAULT_SCOPE = tf_checkpoints.DEFAULT_SCOPE
 
 # Per graph: (variable scope, owner) -> centers variable. The owner is None
 # for raw TF1 code, or a cl.CenterLoss / TowerCenterLoss; a new owner never
@@ -136,14 +136,18 @@ def partitioned_tables(graph):
 
 
 def initialised_check(centers):
-    """Turns TF's bare 'uninitialized value' into an error that says what to run."""
-    return tf.compat.v1.Assert(
+    """One op for every step's assertions: the table is initialised (TF's
+    bare 'uninitialized value' becomes an error that says what to run), then
+    holds the shape it is declared with (`shards.held_shape_check`)."""
+    initialised = tf.compat.v1.Assert(
         shards.is_initialized(centers),
         [f"cl: the centers table '{centers.name}' is not initialised. Keras: use "
          "cl.compile_model(model, ...), or after model.compile run "
          "cl.initialize(model). TF1 session: run "
          "sess.run(tf.compat.v1.global_variables_initializer()) before training."],
         name="centers_initialised")
+    with tf.control_dependencies([initialised]):
+        return shards.held_shape_check(centers)
 
 
 def apply_update(centers, labels, features, centers_batch, alpha, training,

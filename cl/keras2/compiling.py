@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from cl import compat, ops
 from cl.graph import shards
-from cl.keras2 import metrics, saving
+from cl.keras2 import metrics, model_methods
 from cl.keras2.state import centers_of
 
 keras = compat.keras_module()
@@ -45,7 +45,7 @@ def compile_model(model, optimizer, loss=None, metrics=None, **compile_kwargs):
     """
     compat.check_keras_model(model)
     _check_optimizer(optimizer)
-    saving.install()
+    model_methods.install()
     model.compile(optimizer=optimizer, loss=loss if loss is not None else ops.loss,
                   metrics=_own_accuracy(metrics), **compile_kwargs)
     built = getattr(model, "_is_compiled", True) and getattr(model, "inputs", None)

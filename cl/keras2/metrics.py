@@ -71,7 +71,10 @@ def center_metrics(loss=None):
             table = graph_table.centers_variable(classes, dim)
         labels = targets.class_ids(y_true, classes, "center metrics", unlabeled_rows="argmax")
         features = tf.cast(y_pred, tf.float32)
-        centers_batch = shards.read_rows(table, labels)
+        # As the loss's read: not before the table is initialised and holds
+        # its declared shape (a checkpoint of another shape restored as it is).
+        with tf.control_dependencies([graph_table.initialised_check(table)]):
+            centers_batch = shards.read_rows(table, labels)
         if site is not None:
             site.note_read(table, centers_batch)
         distance = tf.norm(features - centers_batch, axis=1)

@@ -5,7 +5,7 @@ asks `cl.graph.sites` for the site of that compile (`cl/__init__` registers
 the one finder, which builds a `CompileSite` here): the model being compiled, the
 output's sample weights and Keras's learning phase. The site gives the
 model its own centers tables (`cl.keras2.state`), makes them model state
-(checkpoints, get/set weights: see `cl.keras2.saving`), and builds one
+(checkpoints, get/set weights: see `cl.keras2.model_methods`), and builds one
 update per table per training step, even when one loss serves several
 outputs.
 """
@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from cl import checkpoints, compat, rules
+from cl import checkpoints, compat, rules, tf_checkpoints
 from cl.graph import shards
 from cl.graph import table as graph_table
 from cl.keras2.state import (
@@ -114,11 +114,11 @@ class CompileSite:
         # ModelCheckpoint and tf.train.Checkpoint carry it, and HDF5 loading
         # of the layers (order-based) is unaffected before compile. A table
         # split by rows is tracked shard by shard (`cl_centers_part_0`, ...).
-        name = checkpoints.tracking_name(index)
+        name = tf_checkpoints.tracking_name(index)
         parts = shards.shards_of(table)
         for k, variable in enumerate(parts):
             self.owner._track_trackable(
-                variable, name=checkpoints.part_name(name, k, len(parts)) if len(parts) > 1 else name,
+                variable, name=tf_checkpoints.part_name(name, k, len(parts)) if len(parts) > 1 else name,
                 overwrite=True)
             # Keras initialises the variables it tracks, if still uninitialised,
             # the next time it takes its session: loaded weights are never wiped.

@@ -24,10 +24,12 @@ BATCHES = [np.array([0, 3, 3, 4, 6, 7, 9, 9, 0, 4, 7, 3]),
            np.array([1, 1, 5, 5, 8, 2, 2, 8, 9, 0, 6, 6]),
            np.array([3, 4, 4, 4, 3, 3, 7, 6, 6, 9, 9, 0])]
 # What a step may do to a shard: read its batch rows, scatter into them,
-# check it is initialised. A ReadVariableOp / Identity of a shard, or a
-# concat of shards, would copy the whole table every step.
+# check it is initialised and holds its declared shape (metadata only). A
+# ReadVariableOp / Identity of a shard, or a concat of shards, would copy
+# the whole table every step.
 SPARSE_SHARD_OPS = {"ResourceGather", "ResourceScatterSub", "VarIsInitializedOp",
-                    "IsVariableInitialized", "Gather", "GatherV2", "ScatterSub"}
+                    "IsVariableInitialized", "Gather", "GatherV2", "ScatterSub",
+                    "VariableShape", "Shape"}
 
 PartitionedVariable = compat.partitioned_variable_class()
 
@@ -275,3 +277,96 @@ def test_tf1_towers_share_one_partitioned_table(session, rng):
     expected = reference.update_centers(np.concatenate(BATCHES[:2]), np.concatenate(values),
                                         np.zeros([C, D]), ALPHA)
     np.testing.assert_allclose(whole(session, table), expected, rtol=1e-5, atol=1e-6)
+
+
+
+def table_graph(classes, partitioner, towers=False):
+    """A graph with a loss (or TF1 towers' loss and update) on a `classes`-row
+    table `m/center_loss/centers` split by `partitioner`: (graph, step,
+    labels, features, the table's variables)."""
+    graph = tf.Graph()
+    with graph.as_default():
+        labels = tf.compat.v1.placeholder(tf.int32, [None])
+        features = tf.compat.v1.placeholder(tf.float32, [None, D])
+        with tf.compat.v1.variable_scope("m", partitioner=partitioner):
+            if towers:
+                shared = cl.TowerCenterLoss(classes, alpha=ALPHA)
+                step = [shared(labels, features), shared.update_op()]
+            else:
+                step = cl.center_loss(labels, features, ALPHA, classes)
+        table = cl.get_centers("m/center_loss")
+    parts = list(table) if isinstance(table, PartitionedVariable) else [table]
+    return graph, step, labels, features, parts
+
+
+def saver_of(route, parts):
+    """A graph-mode tf.train.Checkpoint of the table's variables, or a Saver."""
+    if route == "checkpoint":
+        return tf.train.Checkpoint(**{f"part_{k}": v for k, v in enumerate(parts)})
+    return tf.compat.v1.train.Saver()
+
+
+def save_random_table(path, route, classes, partitioner, towers=False):
+    """Saves a random `classes`-row table; its variables' values."""
+    graph, _, _, _, parts = table_graph(classes, partitioner, towers)
+    with graph.as_default(), tf.compat.v1.Session() as session:
+        session.run([v.initializer for v in parts])
+        session.run([v.assign(tf.random.normal(v.shape, seed=k)) for k, v in enumerate(parts)])
+        if route == "checkpoint":
+            saver_of(route, parts).write(str(path))
+        else:
+            saver_of(route, parts).save(session, str(path))
+        return session.run(parts)
+
+
+def restore(session, route, parts, path):
+    if route == "checkpoint":
+        saver_of(route, parts).read(str(path)).run_restore_ops(session)
+    else:
+        saver_of(route, parts).restore(session, str(path))
+
+
+@pytest.mark.parametrize("saved, declared", [(10, 8), (8, 10)])
+@pytest.mark.parametrize("shards", [None, 2, 3])
+@pytest.mark.parametrize("route", ["checkpoint", "saver"])
+def test_a_restored_table_of_another_shape_is_refused_before_any_step(tmp_path, route, shards,
+                                                                    saved, declared):
+    """Issue 21 item 9: TensorFlow's graph-mode restore assigns a saved table
+    (or shard) of another shape as it is; the table then held `saved` rows
+    behind a `declared` declaration and cl routed class ids by the declared
+    shards, so classes trained on other classes' rows. Every step now
+    refuses it, naming both shapes, before any read or write."""
+    partitioner = shards and tf.compat.v1.fixed_size_partitioner(shards)
+    saved_values = save_random_table(tmp_path / "ckpt", route, saved, partitioner)
+    graph, step, labels, features, parts = table_graph(declared, partitioner)
+    with graph.as_default(), tf.compat.v1.Session() as session:
+        if route == "saver" and shards:
+            # A Saver stores a split table as one [saved, D] tensor, and
+            # refuses another shape itself.
+            with pytest.raises(tf.errors.InvalidArgumentError, match="Restoring from checkpoint failed"):
+                restore(session, route, parts, tmp_path / "ckpt")
+            return
+        restore(session, route, parts, tmp_path / "ckpt")
+        assert [v.shape for v in session.run(parts)] == [v.shape for v in saved_values]
+        rows = " ".join(str(len(v)) for v in saved_values)
+        split = rf".*in shards of\] \[{rows}\]" if shards else ""
+        batch = min(saved, declared)
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=rf"declared \[{declared}, {D}\].*holds\] \[{saved} {D}\]{split}"):
+            session.run(step, {labels: np.arange(batch), features: np.ones([batch, D])})
+        for value, before in zip(session.run(parts), saved_values):
+            np.testing.assert_array_equal(value, before)  # nothing read or written
+
+
+def test_tf1_towers_refuse_a_restored_table_of_another_shape(tmp_path):
+    """Issue 21 item 9, TF1 towers: the shared update waits for the towers'
+    losses, which check the table."""
+    saved_values = save_random_table(tmp_path / "ckpt", "checkpoint", C, THREE_SHARDS, towers=True)
+    graph, step, labels, features, parts = table_graph(C - 2, THREE_SHARDS, towers=True)
+    with graph.as_default(), tf.compat.v1.Session() as session:
+        restore(session, "checkpoint", parts, tmp_path / "ckpt")
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=rf"declared \[{C - 2}, {D}\].*holds\] \[{C} {D}\]"):
+            session.run(step, {labels: [0, 1], features: np.ones([2, D])})
+        for value, before in zip(session.run(parts), saved_values):
+            np.testing.assert_array_equal(value, before)

@@ -100,6 +100,47 @@ def test_truncated_or_missing_data_file_says_so(old_files, tmp_path):
         cl.read_centers(tmp_path / "saver" / "model.index")
 
 
+@pytest.mark.parametrize("folder", ["run[1]", "run*", "run?", "a]b[c"])
+def test_a_prefix_with_glob_characters(old_files, tmp_path, folder):
+    """Issue 21 item 10: TensorFlow reads `[ ] * ?` in a prefix as glob
+    patterns; a prefix with brackets was "truncated or missing" though its
+    files were intact."""
+    for source, expected in (("saver", "saver.npy"), ("tf_format", "keras.npy")):
+        target = tmp_path / folder / source
+        shutil.copytree(old_files / source, target)
+        stem = "model" if source == "saver" else "ckpt"
+        for path in (target / stem, target, f"{target / stem}.index"):
+            assert np.array_equal(cl.read_centers(path), np.load(old_files / expected)), path
+
+
+def test_a_damaged_index_names_the_checkpoint(old_files, tmp_path):
+    """Issue 21 item 10: a damaged checkpoint raises OSError naming it."""
+    shutil.copytree(old_files / "saver", tmp_path / "saver")
+    index = tmp_path / "saver" / "model.index"
+    index.write_bytes(index.read_bytes()[:20])
+    with pytest.raises(OSError, match=r"saver/model cannot be read .*truncated or missing"):
+        cl.read_centers(tmp_path / "saver" / "model")
+
+
+@pytest.mark.parametrize("file", ["weights.h5", "model.h5"])
+def test_a_truncated_h5_file_names_it(old_files, tmp_path, file):
+    """Issue 21 item 10: a truncated HDF5 file raises OSError naming it."""
+    data = (old_files / file).read_bytes()
+    for size in (len(data) // 2, 100, 4):
+        path = tmp_path / f"{size}_{file}"
+        path.write_bytes(data[:size])
+        with pytest.raises(OSError, match=rf"{path.name} cannot be read.*(damaged|truncated)"):
+            cl.read_centers(path)
+
+
+def test_a_file_of_another_format_names_it(tmp_path):
+    """Issue 21 item 10: not 'no checkpoint', but what the file is not."""
+    path = tmp_path / "notes.txt"
+    path.write_text("not a checkpoint")
+    with pytest.raises(OSError, match=r"notes.txt cannot be read: it is not a Keras 3 .keras"):
+        cl.read_centers(path)
+
+
 def test_keras_tf_format_checkpoint(old_files):
     expected = np.load(old_files / "keras.npy")
     assert not np.all(expected == 0)

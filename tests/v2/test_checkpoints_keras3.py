@@ -81,6 +81,39 @@ def test_files_without_a_table_say_what_was_looked_for(files, tmp_path):
         cl.read_centers(tmp_path / "other.zip")
 
 
+@pytest.mark.parametrize("file", ["wrapped.keras", "wrapped.weights.h5"])
+def test_a_damaged_or_truncated_file_names_it(files, tmp_path, file):
+    """Issue 21 item 10: a corrupted `.keras` raised a bare BadZipFile, a
+    truncated one "nor an HDF5 or .keras file"; now OSError naming the file."""
+    out, _ = files
+    data = (out / file).read_bytes()
+    cases = {"truncated": data[:len(data) // 2], "cut_short": data[:6]}
+    if file.endswith(".keras"):
+        import zipfile
+        with zipfile.ZipFile(out / file) as archive:
+            member = archive.getinfo("model.weights.h5")
+        assert member.header_offset + 100 < len(data) // 2 < member.header_offset + member.compress_size
+        for case, offset in (("header", member.header_offset), ("data", len(data) // 2)):
+            damaged = bytearray(data)
+            damaged[offset:offset + 8] = b"\xff" * 8  # a local header, or the weights' bytes
+            cases[f"corrupted_{case}"] = bytes(damaged)
+    for case, content in cases.items():
+        path = tmp_path / f"{case}_{file}"
+        path.write_bytes(content)
+        with pytest.raises(OSError, match=rf"{path.name} .*cannot be read"):
+            cl.read_centers(path)
+
+
+def test_without_h5py_the_error_says_how_to_install_it(files, monkeypatch):
+    """Issue 21 item 10: h5py is a dependency now; missing anyway, the error
+    says what to install."""
+    import sys
+    out, _ = files
+    monkeypatch.setitem(sys.modules, "h5py", None)
+    with pytest.raises(ImportError, match=r"pip install h5py"):
+        cl.read_centers(out / "wrapped.keras")
+
+
 def test_read_values_go_into_a_new_layer(files):
     out, expected = files
     values = cl.read_centers(out / "two.keras", "second")

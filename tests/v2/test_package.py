@@ -36,3 +36,15 @@ def test_lazy_names_come_from_their_modules():
     assert set(cl._KERAS_NAMES) <= set(cl.__all__)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         cl.nope  # noqa: B018
+
+
+def test_h5py_is_installed_with_cl():
+    """Issue 21 item 10: read_centers on a .keras or .h5 file needs h5py,
+    which the [tf] extra brought only through TensorFlow."""
+    import ast
+    import pathlib
+    setup = pathlib.Path(__file__).resolve().parents[2] / "setup.py"
+    call = next(node for node in ast.walk(ast.parse(setup.read_text()))
+                if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "setup")
+    requires, = [ast.literal_eval(k.value) for k in call.keywords if k.arg == "install_requires"]
+    assert any(r.split(">")[0].split("=")[0].strip() == "h5py" for r in requires), requires

@@ -12,8 +12,8 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "cl"
 
 # Each module's floor: a module may import only modules on lower floors.
 FLOORS = {
-    "cl._version": 0, "cl.backend_math": 0, "cl.compat": 0, "cl.settings": 0, "cl.checkpoints": 0,
-    "cl.formulas": 1, "cl.rules": 1,
+    "cl._version": 0, "cl.backend_math": 0, "cl.compat": 0, "cl.settings": 0, "cl.tf_checkpoints": 0,
+    "cl.formulas": 1, "cl.rules": 1, "cl.checkpoints": 1,
     "cl.graph": 2, "cl.graph.sites": 2, "cl.graph.ties": 2, "cl.graph.checks": 2, "cl.graph.shards": 2,
     "cl.graph.replicas": 3, "cl.graph.targets": 3,
     "cl.graph.table": 4, "cl.keras3_replicas": 4, "cl.keras3_torch": 4, "cl.keras3_jax": 4,
@@ -22,10 +22,11 @@ FLOORS = {
     "cl.keras2.state": 7,
     "cl.keras2.site": 8,
     "cl.keras2.losses": 9, "cl.keras2.metrics": 9,
-    "cl.keras2.saving": 10,
-    "cl.keras2.compiling": 11,
-    "cl.keras2": 12,
-    "cl": 13, "cl.demo": 14, "cl.selftest": 14, "cl.__main__": 15,
+    "cl.keras2.files": 10,
+    "cl.keras2.model_methods": 11,
+    "cl.keras2.compiling": 12,
+    "cl.keras2": 13,
+    "cl": 14, "cl.demo": 15, "cl.selftest": 15, "cl.__main__": 16,
 }
 
 
