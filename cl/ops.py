@@ -77,7 +77,9 @@ def center_loss(labels, features, alpha=None, num_classes=None, name=None,
       num_classes, feature rank or dtype, or a second updating call on
       the same table; RuntimeError inside a loop or conditional body
       (while_loop, map_fn, cond: call it outside, see the message);
-      InvalidArgumentError at run time,
+      InvalidArgumentError at run time (also for a table that is not
+      initialised, or that holds a restored value of another shape than
+      declared),
       before any variable changes, for labels out of range or of a batch
       size different from the features, or negative/NaN sample weights.
     """
