@@ -77,11 +77,10 @@ def center_loss(labels, features, alpha=None, num_classes=None, name=None,
       num_classes, feature rank or dtype, or a second updating call on
       the same table; RuntimeError inside a loop or conditional body
       (while_loop, map_fn, cond: call it outside, see the message);
-      InvalidArgumentError at run time (also for a table that is not
-      initialised, or that holds a restored value of another shape than
-      declared),
-      before any variable changes, for labels out of range or of a batch
-      size different from the features, or negative/NaN sample weights.
+      InvalidArgumentError at run time, before any variable changes, for
+      labels out of range or of a batch size different from the features,
+      negative/NaN sample weights, or a table that is not initialised or
+      holds a restored value of another shape than declared.
     """
     # One function on purpose: the steps below (checks, table, Keras's
     # context, the read, the update, the ties) must happen in this order
