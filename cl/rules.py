@@ -5,13 +5,15 @@ such as 2.5 or NaN is never truncated into a class). A sample weight is
 finite and >= 0 (0 leaves a sample out). Features are float `[batch, dim]`,
 computed in float32 (float64 stays float64; 16-bit is widened).
 
-Each front-end enforces these the way its backend allows: the graph API
-and `cl.tf2` with run-time asserts that every read and write of the table
-waits for (`cl.graph.checks`), `cl.keras3` by raising, or, inside a
-compiled step that cannot raise, by masking the bad samples (a NaN loss,
-left out of the update). Their messages are built from the texts here.
-Backend-agnostic like `cl.formulas` (TensorFlow by default, JAX or
-PyTorch); `invalid_message` reads numpy values, as a host sees them.
+Each front-end enforces these the way its backend allows: in TensorFlow
+graphs (the graph API, `cl.tf2`, `cl.keras3` on TensorFlow) with run-time
+asserts that every read and write of the table waits for
+(`cl.graph.checks`), eagerly by raising (`invalid_message`, on the numpy
+values a host sees), or, inside a compiled step that cannot raise, by
+masking the bad samples (a NaN loss, left out of the update). Their
+messages are built from the texts here, and so are `cl.keras3`'s and the
+TF1 graph's refusals. Backend-agnostic like `cl.formulas` (TensorFlow by
+default, JAX or PyTorch).
 """
 
 import numpy as np
