@@ -5,13 +5,18 @@ such as 2.5 or NaN is never truncated into a class). A sample weight is
 finite and >= 0 (0 leaves a sample out). Features are float `[batch, dim]`,
 computed in float32 (float64 stays float64; 16-bit is widened).
 
-Each front-end enforces these the way its backend allows: the graph API
-and `cl.tf2` with run-time asserts that every read and write of the table
-waits for (`cl.graph.checks`), `cl.keras3` by raising, or, inside a
-compiled step that cannot raise, by masking the bad samples (a NaN loss,
-left out of the update). Their messages are built from the texts here.
-Backend-agnostic like `cl.formulas` (TensorFlow by default, or JAX).
+Each front-end enforces these the way its backend allows: in TensorFlow
+graphs (the graph API, `cl.tf2`, `cl.keras3` on TensorFlow) with run-time
+asserts that every read and write of the table waits for
+(`cl.graph.checks`), eagerly by raising (`invalid_message`, on the numpy
+values a host sees), or, inside a compiled step that cannot raise, by
+masking the bad samples (a NaN loss, left out of the update). Their
+messages are built from the texts here, and so are `cl.keras3`'s and the
+TF1 graph's refusals. Backend-agnostic like `cl.formulas` (TensorFlow by
+default, JAX or PyTorch).
 """
+
+import numpy as np
 
 from cl import backend_math
 
@@ -54,13 +59,35 @@ def valid_weights(weights, backend=backend_math.TENSORFLOW):
     return m.logical_and(m.isfinite(weights), weights >= 0)
 
 
-# A Keras 3 step whose frame cl cannot read (cl.keras3_backends.keras_step).
-HIDDEN_STEP = (
-    "cl.keras3.CenterLoss: Keras's {name} runs here as code compiled by "
-    "torch.compile (jit_compile=True on the PyTorch backend), which hides fit's "
-    "sample_weight / class_weight from the layer: the centers would be updated "
-    "unweighted. Compile with jit_compile=False (Keras's default on PyTorch), or "
-    "use cl.keras3.CenterLossModel, which receives them from Keras's compute_loss.")
+def invalid_message(shown, weights, num_classes):
+    """What is wrong with labels `shown` and `weights` (numpy, `[batch]`), or None.
+
+    `shown` are the labels as given (a float label keeps its value, NaN
+    too), -1 for a one-hot row that names no class; `weights` may be None.
+    """
+    shown = np.asarray(shown).reshape(-1)
+    whole = np.isfinite(shown) & (np.floor(shown) == shown)
+    problems = []
+    out = whole & ((shown < 0) | (shown >= num_classes))
+    if out.any():
+        hint = (" (-1: a one-hot row that names no class, all zeros or NaN; drop "
+                "such samples)" if (shown[out] == -1).any() else "")
+        problems.append(
+            f"{class_id_range(num_classes)}; received out-of-range label(s) "
+            f"{shown[out][:20].tolist()} at batch position(s) "
+            f"{np.flatnonzero(out)[:20].tolist()}{hint}")
+    if not whole.all():
+        problems.append(
+            f"{WHOLE_NUMBERS}; received label(s) {shown[~whole][:20].tolist()} "
+            f"at batch position(s) {np.flatnonzero(~whole)[:20].tolist()}")
+    if weights is not None:
+        weights = np.asarray(weights).reshape(-1)
+        bad = ~(np.isfinite(weights) & (weights >= 0))
+        if bad.any():
+            problems.append(
+                f"{WEIGHTS}; received {weights[bad][:20].tolist()} "
+                f"at batch position(s) {np.flatnonzero(bad)[:20].tolist()}")
+    return "; ".join(problems) or None
 
 
 # The TF1 graph's refusals (cl.graph, cl.ops): one table, one update per run.
@@ -96,6 +123,37 @@ def control_flow_body(what, body):
                "is computed either way.")
     return f"{what} was called inside {where}. {fix}"
 
+
+# cl.keras3's refusals. `what` names the layer (CenterLoss 'name').
+KERAS3_BACKEND = ("cl.keras3 supports the TensorFlow, JAX and PyTorch backends of Keras 3; "
+                  "KERAS_BACKEND is {name!r}.")
+AUTOCAST = "CenterLoss uses its embedding as given: autocast=True is refused."
+UNKNOWN_DIM = ("{what}: the embedding dimension must be known (it sizes the centers "
+               "table); received shape {shape}.")
+EMBEDDING_SHAPE = "{what}: the embedding must have shape [batch, dim]; received shape {shape}."
+LABEL_SHAPE = ("{what}: labels must be class ids [batch] or [batch, 1], or one-hot "
+               "[batch, {num_classes}]; received shape {shape}.")
+WEIGHT_TYPE = ("{what}: {source} must be one weight per sample, shape [batch]; received "
+               "{type} (per-output weights do not reach the center update: give the "
+               "weights as the layer's third input).")
+WEIGHT_SHAPE = "{what}: {source} must have shape [batch] or [batch, 1]; received shape {shape}."
+# After invalid_message's text: raised before any change, or (a Keras step on
+# JAX, which cannot raise) warned about while the bad samples are masked.
+REFUSED = "{what}: {error}. No center was changed."
+MASKED = ("{what}: {error}. The step's loss is NaN and those samples were left out of "
+          "its center update (raising inside a Keras step on JAX would lose the model's "
+          "state).")
+# Ends cl.graph.replicas' strategy refusals for a Keras 3 layer.
+KERAS3_ALTERNATIVE = "or cl.keras3 on one device (no strategy)"
+KERAS3_CREATE_HINT = " (build the model, and so its CenterLoss layer, there)"
+
+# A Keras 3 step whose frame cl cannot read (cl.keras3.step.keras_step).
+HIDDEN_STEP = (
+    "cl.keras3.CenterLoss: Keras's {name} runs here as code compiled by "
+    "torch.compile (jit_compile=True on the PyTorch backend), which hides fit's "
+    "sample_weight / class_weight from the layer: the centers would be updated "
+    "unweighted. Compile with jit_compile=False (Keras's default on PyTorch), or "
+    "use cl.keras3.CenterLossModel, which receives them from Keras's compute_loss.")
 
 # A Keras 3 layer called twice with labels (cl.keras3).
 SECOND_CALL = (

@@ -63,9 +63,9 @@ def why_not_keras3():
         import keras
     except ImportError as error:
         return f"Keras 3 cannot load its backend: {error}; set KERAS_BACKEND to an installed one"
-    from cl import keras3_backends
+    from cl.keras3 import backends
     try:
-        keras3_backends.math_backend()
+        backends.math_backend()
     except NotImplementedError as error:
         return str(error)
     return _eager_off() if keras.backend.backend() == "tensorflow" else None

@@ -62,12 +62,16 @@ def check_labels(labels, features, what):
 
 
 def class_id_checks(labels, num_classes, what):
-    """`(valid [batch] bool, run-time assert)` for class ids."""
+    """`(valid [batch] bool, run-time assert)` for class ids: integers, or
+    floats (Keras 3's labels) that must also be whole numbers."""
     valid = rules.valid_class_ids(labels, num_classes)
     bad = tf.logical_not(valid)
+    rule, received = rules.class_id_range(num_classes), "out-of-range label(s)"
+    if labels.dtype.is_floating:
+        rule, received = f"{rule}, and {rules.WHOLE_NUMBERS}", "invalid label(s)"
     return valid, tf.compat.v1.Assert(
         tf.reduce_all(valid),
-        [f"{what}: {rules.class_id_range(num_classes)}; received out-of-range label(s):",
+        [f"{what}: {rule}; received {received}:",
          tf.boolean_mask(labels, bad), "at batch position(s):", tf.where(bad)[:, 0]],
         summarize=20, name="labels_in_range")
 

@@ -23,8 +23,9 @@ MultiWorkerMirroredStrategy), in each replica:
 The graph API (`cl.ops`) and TF2's `cl.tf2.CenterLoss` both call
 `center_loss` below; in a `tf.function` it runs unchanged (automatic control
 dependencies then run the update whatever the caller fetches, so TF2 passes
-`update_on=None`: no tie). TF1 towers without tf.distribute are
-`cl.towers.TowerCenterLoss`.
+`update_on=None`: no tie). `cl.keras3` on TensorFlow calls `read_and_update`
+and computes its loss and metrics from the rows it read. TF1 towers without
+tf.distribute are `cl.towers.TowerCenterLoss`.
 """
 
 import tensorflow as tf
@@ -113,17 +114,18 @@ def _host_cpu(device):
     return spec.replace(device_type="CPU", device_index=0).to_string()
 
 
-def center_loss(centers, labels, features, alpha, training, weights=None,
-                update_on=ties.LOSS):
-    """Per-sample loss of this replica, updating every copy from the global batch.
+def read_and_update(centers, labels, features, alpha, training, weights=None):
+    """`(rows, updated)`: this replica's rows `labels` of `centers` (float32
+    `[batch, dim]`, read once, before the update, no gradient) and a bool
+    tensor that is true once every copy got the global batch's update (None
+    when `training` is False).
 
-    Called by `cl.center_loss` inside `strategy.run` once `is_distributed`
-    said so, with checked labels and features already in their compute
-    dtype. `training` is None/True (update), False (read only) or a bool
-    tensor; the all-gather runs either way, because collectives inside a
-    `tf.cond` fail, and only this replica's scatter is gated. `update_on`:
-    how the loss ties the update in a TF1 graph (`cl.graph.ties`), or None
-    in TF2 code, whose automatic control dependencies run it untied.
+    Called inside `strategy.run` once `is_distributed` said so, with checked
+    labels and features already in their compute dtype. `training` is
+    None/True (update), False (read only) or a bool tensor; the all-gather
+    runs either way, because collectives inside a `tf.cond` fail, and only
+    this replica's scatter is gated. The rows serve the caller's loss (and
+    Keras 3's metrics): nothing reads them again.
     """
     if tf.distribute.in_cross_replica_context():
         # training is False here (checked): any copy holds the same centers.
@@ -131,15 +133,11 @@ def center_loss(centers, labels, features, alpha, training, weights=None,
         handle = local.handle
     else:
         handle = centers.handle  # this replica's own copy
-    dtype = features.dtype
-    rows = tf.cast(tf.stop_gradient(read_rows(handle, labels)), dtype)
-
-    def per_sample(tied_features):
-        return formulas.per_sample_center_loss(tied_features, rows)
-
+    rows = tf.stop_gradient(read_rows(handle, labels))
     if training is False:
-        return per_sample(features)
+        return rows, None
 
+    dtype = features.dtype
     context = tf.distribute.get_replica_context()
     local_batch = [tf.cast(labels, tf.int64), tf.stop_gradient(features)]
     if weights is not None:
@@ -164,11 +162,25 @@ def center_loss(centers, labels, features, alpha, training, weights=None,
             return tf.constant(True)
 
     if training is None or training is True:
-        updated = update()
-    else:
-        updated = tf.compat.v1.cond(tf.cast(training, tf.bool), update,
-                                    lambda: tf.constant(False))
-    if update_on is None:
+        return rows, update()
+    return rows, tf.compat.v1.cond(tf.cast(training, tf.bool), update,
+                                   lambda: tf.constant(False))
+
+
+def center_loss(centers, labels, features, alpha, training, weights=None,
+                update_on=ties.LOSS):
+    """Per-sample loss of this replica, updating every copy from the global
+    batch (`read_and_update`). `update_on`: how the loss ties the update in
+    a TF1 graph (`cl.graph.ties`), or None in TF2 code, whose automatic
+    control dependencies run it untied.
+    """
+    rows, updated = read_and_update(centers, labels, features, alpha, training, weights)
+    rows = tf.cast(rows, features.dtype)
+
+    def per_sample(tied_features):
+        return formulas.per_sample_center_loss(tied_features, rows)
+
+    if updated is None or update_on is None:
         return per_sample(features)
     # Every replica's gradient (and, by default, loss) waits for the update,
     # so each replica runs its all-gather in every training step.

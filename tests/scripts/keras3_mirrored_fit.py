@@ -7,7 +7,8 @@ equal and follow the rule on the global batch (fit's sample weights
 included, an uneven short last batch too); evaluate, predict and
 validation never move them; the loss is the one-device loss; a .keras
 round trip restores every copy; OneDeviceStrategy takes the one-device
-path; other strategies are refused.
+path; other strategies are refused; each replica reads its copy once for
+its batch's rows and once for the global batch's.
 
 Run by tests/v2/test_keras3_distribute.py in a subprocess (logical devices
 must be set before TensorFlow initialises); argv: the tests folder. Prints
@@ -157,12 +158,30 @@ def one_device():
                 center_dev=float(np.abs(layer.centers.numpy() - want).max()))
 
 
+def table_ops(strategy):
+    """Per copy of the table, the ops of one training call of the layer in
+    strategy.run that take that copy's handle."""
+    with strategy.scope():
+        layer = CenterLoss(C, alpha=ALPHA, name="center")
+        layer.build([(None, D), (None,)])
+    step = tf.function(lambda x, y: strategy.run(lambda a, b: layer([a, b], training=True),
+                                                 args=(x, y)))
+    graph = step.get_concrete_function(tf.TensorSpec((B, D)), tf.TensorSpec((B,), tf.int32)).graph
+    ops = []
+    for copy in layer.centers.value.values:
+        handle = {internal.ref() for external, internal in graph.captures
+                  if external is copy.handle}
+        ops.append(sorted(op.type for op in graph.get_operations()
+                          if any(t.ref() in handle for t in op.inputs)))
+    return ops
+
+
 def main():
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     result = {"layer": train(strategy, layer_model, weighted=False),
               "layer_weighted": train(strategy, layer_model, weighted=True),
               "model": train(strategy, wrapped_model, weighted=True),
-              "one_device": one_device(), "refused": refused()}
+              "one_device": one_device(), "refused": refused(), "table_ops": table_ops(strategy)}
     print("RESULT " + json.dumps(result))
 
 

@@ -78,3 +78,11 @@ def test_other_strategies_refused(report):
         "CenterLoss 'center' does not support CentralStorageStrategy (2 replicas): its "
         "replicas' centers would drift apart. Use tf.distribute.MirroredStrategy, "
         "MultiWorkerMirroredStrategy, or cl.keras3 on one device (no strategy).")
+
+
+def test_each_replica_reads_its_batch_rows_once(report):
+    """Issue 22 item 1: in a training call each replica reads its copy of the
+    table once for its own batch's rows (the loss and the metrics use those)
+    and once for the global batch's (the update of cl.graph.replicas, as in
+    cl.tf2), then scatters once; the loss's rows are not read a second time."""
+    assert report["table_ops"] == [["ResourceGather", "ResourceGather", "ResourceScatterSub"]] * 2

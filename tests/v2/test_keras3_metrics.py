@@ -217,16 +217,16 @@ def test_metrics_read_only_the_batch_rows(rng, monkeypatch):
     """Cost independent of C: the metrics see the B rows the step read for
     the loss, never the table (on TensorFlow: no op but the loss's gather and
     the update's scatter touches the table)."""
-    import cl.keras3_metrics
+    from cl.keras3 import metrics
     classes = 100_000
     seen = []
-    original = cl.keras3_metrics.center_stats
+    original = metrics.center_stats
 
     def spy(ids, ok, features, centers_batch):
         seen.append(tuple(centers_batch.shape))
         return original(ids, ok, features, centers_batch)
 
-    monkeypatch.setattr(cl.keras3_metrics, "center_stats", spy)
+    monkeypatch.setattr(metrics, "center_stats", spy)
     x_in = keras.Input((D,))
     y_in = keras.Input((), dtype="int32")
     layer = CenterLoss(classes, alpha=ALPHA, center_metrics=True)

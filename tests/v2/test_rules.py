@@ -77,3 +77,42 @@ def test_keras3_refuses_in_the_rule_s_words():
 def test_one_hot_rows_name_a_class(backend):
     rows = tensor([[0, 1, 0], [0, 0, 0], [np.nan, 1, 0], [0.1, 0.8, 0.1]], "float32", backend)
     assert numpy(rules.row_names_a_class(rows, backend)).tolist() == [True, False, False, True]
+
+
+def test_invalid_message_names_each_broken_rule():
+    """Issue 22 item 2: the host-side check every Keras 3 backend raises (or,
+    JAX in a step, warns) with lives in cl.rules, in the rules' words."""
+    assert rules.invalid_message(np.array([0, 3, 1]), np.array([1.0, 0.0, 2.0]), C) is None
+    assert rules.invalid_message(np.array([0.0, 2.0]), None, C) is None
+    message = rules.invalid_message(np.array([0, 9, 2.5, np.nan, -1, 1]),
+                                    np.array([1, 1, 1, 1, 1, -1.0]), C)
+    assert message == (
+        f"{rules.class_id_range(C)}; received out-of-range label(s) [9.0, -1.0] at batch "
+        f"position(s) [1, 4] (-1: a one-hot row that names no class, all zeros or NaN; drop "
+        f"such samples); {rules.WHOLE_NUMBERS}; received label(s) [2.5, nan] at batch "
+        f"position(s) [2, 3]; {rules.WEIGHTS}; received [-1.0] at batch position(s) [5]")
+
+
+def test_keras3_graph_step_refuses_in_the_rule_s_words():
+    """Issue 22 item 2: on TensorFlow a compiled Keras 3 step checks with
+    cl.graph.checks, the checks of every TensorFlow front-end."""
+    from conftest import keras3_or_skip
+    keras = keras3_or_skip()
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("TensorFlow's graph asserts")
+    import tensorflow as tf
+
+    import cl.keras3
+    x_in, y_in, w_in = keras.Input((2,)), keras.Input((), dtype="float32"), keras.Input(())
+    embedding = cl.keras3.CenterLoss(C)([x_in, y_in, w_in])
+    model = keras.Model([x_in, y_in, w_in], keras.layers.Dense(2)(embedding))
+    model.compile("sgd", "mse")
+    x, ones = np.zeros((2, 2), "float32"), np.ones(2, "float32")
+    for labels, weights, words in (([0.0, 9.0], ones, [rules.class_id_range(C)]),
+                                   ([0.0, 2.5], ones, [rules.class_id_range(C),
+                                                       rules.WHOLE_NUMBERS, "2.5"]),
+                                   ([0.0, 1.0], np.array([1.0, -1.0], "float32"),
+                                    [rules.WEIGHTS, "-1"])):
+        with pytest.raises(tf.errors.InvalidArgumentError) as error:
+            model.train_on_batch([x, np.array(labels, "float32"), weights], x)
+        assert all(word in str(error.value) for word in words), (words, str(error.value))

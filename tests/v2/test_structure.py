@@ -15,12 +15,14 @@ FLOORS = {
     "cl._version": 0, "cl.backend_math": 0, "cl.compat": 0, "cl.settings": 0, "cl.tf_checkpoints": 0,
     "cl.formulas": 1, "cl.rules": 1, "cl.checkpoints": 1,
     "cl.graph": 2, "cl.graph.sites": 2, "cl.graph.ties": 2, "cl.graph.checks": 2, "cl.graph.shards": 2,
-    "cl.graph.replicas": 3, "cl.graph.targets": 3,
-    "cl.graph.table": 4, "cl.keras3_replicas": 4, "cl.keras3_torch": 4, "cl.keras3_jax": 4,
-    "cl.ops": 5, "cl.keras3_backends": 5, "cl.keras3_metrics": 5,
-    "cl.tf2": 6, "cl.keras3": 6, "cl.towers": 6, "cl.distribute": 7,
-    "cl.keras2.state": 7,
-    "cl.keras2.site": 8,
+    "cl.keras3.step": 2, "cl.keras3.labels": 2,
+    "cl.graph.replicas": 3, "cl.graph.targets": 3, "cl.keras3.table": 3, "cl.keras3.metrics": 3,
+    "cl.graph.table": 4, "cl.keras3.tf_table": 4, "cl.keras3.jax_table": 4,
+    "cl.keras3.torch_table": 4,
+    "cl.ops": 5, "cl.keras3.backends": 5,
+    "cl.tf2": 6, "cl.keras3.layer": 6, "cl.towers": 6,
+    "cl.distribute": 7, "cl.keras2.state": 7, "cl.keras3.model": 7,
+    "cl.keras2.site": 8, "cl.keras3": 8,
     "cl.keras2.losses": 9, "cl.keras2.metrics": 9,
     "cl.keras2.files": 10,
     "cl.keras2.model_methods": 11,
@@ -95,3 +97,23 @@ def test_blog_settings_forward_to_cl_settings():
         cl.NUM_CLASSES = before
     assert settings.NUM_CLASSES == before
     assert "NUM_CLASSES" not in vars(cl)  # one value, kept in cl.settings
+
+
+def test_keras_internals_only_in_keras3_step():
+    """Issue 22 item 1: one module holds every use of Keras 3's internals
+    (`keras.src`); cl.compat holds Keras 2's."""
+    users = sorted(name for name, path in modules().items()
+                   if re.search(r"^\s*(from|import) keras\.src\b", path.read_text(), re.M))
+    assert users == ["cl.compat", "cl.keras3.step"]
+
+
+def test_keras3_reaches_no_private_attribute():
+    """Issue 22 item 1: the Keras 3 front-end uses the public names of its
+    layer (CenterLossModel), of Keras and of Python; the private ones Keras
+    needs read (a step's frame, a model's nested layers) only in cl.keras3.step."""
+    for name, path in modules().items():
+        if name.startswith("cl.keras3") and name != "cl.keras3.step":
+            reached = [f"{owner}.{attribute}" for owner, attribute in
+                       re.findall(r"\b(\w+)\.(_[a-z]\w*)", path.read_text())
+                       if owner not in ("self", "cls")]
+            assert not reached, f"{name} reaches private names: {reached}"

@@ -19,7 +19,8 @@ there.
 import functools
 
 import keras
-from keras.src.backend.common.stateless_scope import get_stateless_scope
+
+from cl.keras3 import step
 
 DISTANCE, RATIO = "center_distance", "center_ratio"
 
@@ -78,7 +79,7 @@ def _prefix(metric, layer, model):
     if model is None:
         return metric.prefix
     kind = type(layer)
-    several = sum(isinstance(other, kind) for other in model._flatten_layers()) > 1
+    several = sum(isinstance(other, kind) for other in step.layers_of(model)) > 1
     return f"{layer.name}_" if several else ""
 
 
@@ -89,7 +90,7 @@ def record(metric, layer, model, ids, ok, features, centers_batch, weights):
     metric.prefix = _prefix(metric, layer, model)
     update = functools.partial(metric.update_state, *center_stats(ids, ok, features, centers_batch),
                                weights)
-    scope = get_stateless_scope()
+    scope = step.stateless_scope()
     if scope is None or scope.get_current_value(metric.count) is not None:
         update()  # a real update, or one Keras collects (JAX compute_loss)
     elif model is not None:

@@ -1,0 +1,70 @@
+"""Class ids and sample weights from what Keras passes a `cl.keras3` layer,
+checked by `cl.rules` and refused in its words.
+
+Labels arrive as class ids `[batch]` / `[batch, 1]` (int, or float from
+a Keras dataset) or one-hot `[batch, C]`; weights as `[batch]` /
+`[batch, 1]`. Every label is checked before any int cast, so 2.5 is never
+class 2 and NaN never a class. Where the backend can raise, a bad batch
+raises before anything changes (`raise_if_invalid`); inside a step that
+cannot (JAX), the caller masks the bad samples and `warn_if_invalid` says
+so.
+"""
+
+import warnings
+
+import keras
+
+from cl import rules
+
+
+def checked_ids(labels, weights, num_classes, what, backend):
+    """`(ids, shown, ok)`, each `[batch]`: int32 ids (0 where not ok), the
+    labels as given for messages (-1 for a one-hot row naming no class),
+    and whether each sample's label is a whole number in [0, num_classes)
+    and its weight (if `weights`) finite and >= 0."""
+    labels = keras.ops.convert_to_tensor(labels)
+    shape = tuple(labels.shape)
+    if len(shape) == 2 and shape[1] == num_classes and num_classes > 1:
+        # A row that names no class (all zeros or NaN, an "unlabeled"
+        # marker) shows as -1, refused by the range check, never class 0.
+        rows = keras.ops.cast(labels, "float32")
+        names_a_class = rules.row_names_a_class(rows, backend)
+        labels = keras.ops.where(names_a_class, keras.ops.argmax(rows, axis=-1), -1)
+    elif len(shape) == 2 and shape[1] == 1:
+        labels = keras.ops.reshape(labels, (-1,))
+    elif len(shape) != 1:
+        raise ValueError(rules.LABEL_SHAPE.format(what=what, num_classes=num_classes,
+                                                  shape=shape))
+    ok = rules.valid_class_ids(labels, num_classes, backend)  # False for NaN, 2.5
+    ids = keras.ops.cast(keras.ops.where(ok, labels, keras.ops.zeros_like(labels)), "int32")
+    if weights is not None:
+        ok = keras.ops.logical_and(ok, rules.valid_weights(weights, backend))
+    return ids, labels, ok
+
+
+def sample_weights(sample_weight, what, source):
+    """float32 `[batch]`, or None; `source` names where they came from."""
+    if sample_weight is None:
+        return None
+    if not hasattr(sample_weight, "shape"):
+        raise ValueError(rules.WEIGHT_TYPE.format(what=what, source=source,
+                                                  type=type(sample_weight).__name__))
+    shape = tuple(sample_weight.shape)
+    if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
+        raise ValueError(rules.WEIGHT_SHAPE.format(what=what, source=source, shape=shape))
+    return keras.ops.reshape(keras.ops.cast(sample_weight, "float32"), (-1,))
+
+
+def raise_if_invalid(shown, weights, num_classes, what):
+    """Raises ValueError if labels `shown` or `weights` (numpy) break a rule."""
+    error = rules.invalid_message(shown, weights, num_classes)
+    if error is not None:
+        raise ValueError(rules.REFUSED.format(what=what, error=error))
+
+
+def warn_if_invalid(shown, weights, num_classes, what):
+    """Warns (RuntimeWarning) if labels `shown` or `weights` (numpy) break a rule."""
+    error = rules.invalid_message(shown, weights, num_classes)
+    if error is not None:
+        warnings.warn(rules.MASKED.format(what=what, error=error), RuntimeWarning,
+                      stacklevel=2)
