@@ -428,7 +428,7 @@ class TestSelfTest:
         result = run_python(
             "import sys, tensorflow as tf\n"
             f"{preamble}\n"
-            "import cl.__main__ as selftest\n"
+            "import cl.selftest as selftest\n"
             "sys.exit(selftest.main())\n")
         assert result.returncode == 0, result.stdout + result.stderr[-2000:]
         assert result.stdout.strip().endswith("PASS")

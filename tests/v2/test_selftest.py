@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-import cl.__main__ as selftest_main
+import cl.selftest as selftest_main
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 HAS_TF = importlib.util.find_spec("tensorflow") is not None
@@ -22,7 +22,7 @@ except importlib.metadata.PackageNotFoundError:
     KERAS = None
 
 
-def run_selftest(code="import sys, cl.__main__ as m; sys.exit(m.main())"):
+def run_selftest(code="import sys, cl.selftest as m; sys.exit(m.main())"):
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=600, cwd=ROOT)
 
@@ -71,10 +71,10 @@ def test_python_m_cl_checks_what_this_environment_runs():
 def test_a_wrong_rule_fails_every_checked_front_end():
     result = run_selftest(
         "import sys\n"
-        "import cl.selftest as s\n"
+        "import cl.selftest.reference as s\n"
         "right = s.numpy_step\n"
         "s.numpy_step = lambda y, x, c, a: right(y, x, c, 0.9 * a)  # a wrong alpha\n"
-        "import cl.__main__ as m\n"
+        "import cl.selftest as m\n"
         "sys.exit(m.main())\n")
     assert result.returncode == 1, result.stdout + result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == "FAIL"
@@ -112,7 +112,7 @@ def test_nothing_checked_fails(capsys, checked):
 def run_front_ends(names, setup=""):
     """`python -m cl` limited to the front-ends `names`, after `setup`."""
     return run_selftest(
-        f"import sys\n{setup}\nimport cl.__main__ as m\n"
+        f"import sys\n{setup}\nimport cl.selftest as m\n"
         f"sys.exit(m.main([f for f in m.FRONT_ENDS if f[0] in {names!r}]))\n")
 
 

@@ -1,6 +1,7 @@
-"""The package's shape: layers that import downward only, small modules,
-no module reaching into another's private names; the blog's settings.
-Reads the source only (no framework needed)."""
+"""The package's shape: layers that import downward only, in the order of
+the one map (docs/design.md), small modules, no module reaching into
+another's private names; the blog's settings. Reads the source only (no
+framework needed)."""
 
 import ast
 import pathlib
@@ -8,28 +9,15 @@ import re
 
 import pytest
 
-PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "cl"
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "cl"
+DESIGN = ROOT / "docs" / "design.md"
 
-# Each module's floor: a module may import only modules on lower floors.
-FLOORS = {
-    "cl._version": 0, "cl.backend_math": 0, "cl.compat": 0, "cl.settings": 0, "cl.tf_checkpoints": 0,
-    "cl.formulas": 1, "cl.rules": 1, "cl.checkpoints": 1,
-    "cl.graph": 2, "cl.graph.sites": 2, "cl.graph.ties": 2, "cl.graph.checks": 2, "cl.graph.shards": 2,
-    "cl.keras3.step": 2, "cl.keras3.labels": 2,
-    "cl.graph.replicas": 3, "cl.graph.targets": 3, "cl.keras3.table": 3, "cl.keras3.metrics": 3,
-    "cl.graph.table": 4, "cl.keras3.tf_table": 4, "cl.keras3.jax_table": 4,
-    "cl.keras3.torch_table": 4,
-    "cl.ops": 5, "cl.keras3.backends": 5,
-    "cl.tf2": 6, "cl.keras3.layer": 6, "cl.towers": 6,
-    "cl.distribute": 7, "cl.keras2.state": 7, "cl.keras3.model": 7,
-    "cl.keras2.site": 8, "cl.keras3": 8,
-    "cl.keras2.losses": 9, "cl.keras2.metrics": 9,
-    "cl.keras2.files": 10,
-    "cl.keras2.model_methods": 11,
-    "cl.keras2.compiling": 12,
-    "cl.keras2": 13,
-    "cl": 14, "cl.demo": 15, "cl.selftest": 15, "cl.__main__": 16,
-}
+
+def design_map():
+    """The modules of docs/design.md's layer map, top to bottom."""
+    block = DESIGN.read_text().split("## Layers", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    return [module_name(ROOT / path) for path in re.findall(r"^.*?(cl/\S+\.py)", block, re.M)]
 
 
 def module_name(path):
@@ -61,8 +49,19 @@ def imports_of(path):
     return {name for name in found if name == "cl" or name.startswith("cl.")}
 
 
-def test_every_module_has_a_floor():
-    assert sorted(modules()) == sorted(FLOORS)
+def floors():
+    """Each module's floor, from the map: it may import only lower floors."""
+    listed = design_map()
+    return {name: len(listed) - index for index, name in enumerate(listed)}
+
+
+FLOORS = floors()
+
+
+def test_the_map_lists_every_module_once():
+    listed = design_map()
+    assert len(listed) == len(set(listed)), [n for n in listed if listed.count(n) > 1]
+    assert sorted(listed) == sorted(modules())
 
 
 @pytest.mark.parametrize("name", sorted(FLOORS))
