@@ -81,6 +81,17 @@ class _TensorFlowMath:
     def segment_sum(self, data, segment_ids, num_segments):
         return self.tf.math.unsorted_segment_sum(data, segment_ids, num_segments)
 
+    def class_totals(self, labels, weights):
+        # Per sample, the weights of its class: summed over the classes
+        # present (a hash of the batch's labels), never over all C.
+        _, sample_to_class = self.tf.unique(labels)
+        totals = self.tf.math.unsorted_segment_sum(weights, sample_to_class, self.tf.size(labels))
+        return self.tf.gather(totals, sample_to_class)
+
+    def scale_rows(self, rows, scale):
+        # 0 where scale is 0, whatever the row holds (NaN, Inf).
+        return self.tf.math.multiply_no_nan(rows, scale[:, None])
+
 
 class _JaxMath:
     """jax.numpy, with the static shapes jit needs."""
@@ -140,6 +151,14 @@ class _JaxMath:
     def segment_sum(self, data, segment_ids, num_segments):
         return self.jax.ops.segment_sum(data, segment_ids, num_segments=num_segments)
 
+    def class_totals(self, labels, weights):
+        # [batch, batch] comparisons: static shapes, no sort, one fused op.
+        same = labels[:, None] == labels[None, :]
+        return self.jnp.sum(self.jnp.where(same, weights[None, :], 0), axis=1)
+
+    def scale_rows(self, rows, scale):
+        return self.jnp.where((scale != 0)[:, None], rows * scale[:, None], 0)
+
 
 class _TorchMath:
     """torch, eager: the k classes of the batch, as on TensorFlow."""
@@ -195,3 +214,11 @@ class _TorchMath:
     def segment_sum(self, data, segment_ids, num_segments):
         out = data.new_zeros((num_segments,) + tuple(data.shape[1:]))
         return out.index_add(0, segment_ids, data)
+
+    def class_totals(self, labels, weights):
+        # [batch, batch] comparisons: two kernels, where unique would sort.
+        same = labels[:, None] == labels[None, :]
+        return same.to(weights.dtype) @ weights
+
+    def scale_rows(self, rows, scale):
+        return self.torch.where((scale != 0)[:, None], rows * scale[:, None], 0.0)

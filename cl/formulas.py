@@ -8,6 +8,9 @@ Recognition", ECCV 2016:
     delta_c_j = sum_{i: y_i = j} (c_j - x_i) / (1 + n_j)      (eq. 4)
     c_j <- c_j - alpha * delta_c_j      for each class j in the mini-batch
 
+Summed per class, the per-sample rows `alpha * (c_{y_i} - x_i) / (1 + n_{y_i})`
+are eq. 4: one scatter that adds the rows of repeated class ids applies it.
+
 With per-sample weights w_i >= 0 (Keras sample_weight / class_weight) the
 update is the weighted form, which is eq. 4 for w = 1:
 
@@ -66,8 +69,9 @@ def per_sample_center_loss(features, centers_batch, backend=TENSORFLOW):
     return 0.5 * m.sum_rows(m.square(features - centers_batch))
 
 
-def center_update(labels, features, centers_batch, alpha, weights=None, backend=TENSORFLOW):
-    """The paper's center update, summed per class present in the batch.
+def center_update(labels, features, centers_batch, alpha, weights=None, backend=TENSORFLOW,
+                  per_sample=False):
+    """The paper's center update for the classes present in the batch.
 
     Args:
       labels: int `[batch]`, class ids.
@@ -76,34 +80,36 @@ def center_update(labels, features, centers_batch, alpha, weights=None, backend=
         the update (every sample of class j must see the same c_j).
       alpha: float in [0, 1], the center learning rate.
       weights: float `[batch]` >= 0, or None for all ones. A sample of weight
-        0, or whose features are not all finite (NaN/Inf), neither moves its
-        center nor counts in n_j.
+        0, or whose features are not all finite (NaN/Inf; or so large that
+        their sum overflows), neither moves its center nor counts in n_j.
       backend: `TENSORFLOW` (default), `JAX` or `TORCH`: whose tensors these are.
+      per_sample: the form of the result, below.
 
     Returns:
-      `(class_ids, deltas)`: int `[k]` unique classes of the batch and float
-      `[k, dim]` with `alpha * sum_{i: y_i = j} w_i (c_j - x_i) /
-      (1 + sum_{i: y_i = j} w_i)`, so that `centers[class_ids] -= deltas` is
-      the paper's update. A class whose samples all have weight 0 gets a
-      delta of exactly 0. TensorFlow: the class ids are unique, so the
-      scatter has no duplicate indices to race on. JAX: k is the batch size
-      (shapes must be static under jit); the padding rows repeat a class of
-      the batch with a delta of exactly 0, so scatter them with an add.
+      `(ids, deltas)` such that subtracting each row of `deltas` from the
+      center row its id names, adding the rows of repeated ids, is the
+      paper's update. With `per_sample=True`: `ids` are `labels` and
+      `deltas[i] = alpha * w_i (c_{y_i} - x_i) / (1 + sum_{k: y_k = y_i} w_k)`,
+      `[batch, dim]`: one scatter that adds repeated indices applies it
+      (`scatter_sub`, `index_add_`, `.at[].add`). Otherwise: `ids` are the
+      classes of the batch, each once (`[k]`), and `deltas` their summed rows
+      `[k, dim]`, so a scatter sees no repeated index (the same bits on
+      every replica's copy). A class whose samples all have weight 0 gets a
+      delta of exactly 0. JAX, per class: k is the batch size (shapes must be
+      static under jit); the padding rows repeat a class of the batch with a
+      delta of exactly 0, so scatter them with an add.
     """
     m = math_of(backend)
     dtype = features.dtype
-    if weights is None:
-        weights = m.ones_like(labels, dtype)
-    weights = m.cast(weights, dtype)
-    finite = m.all_rows(m.isfinite(features))
-    included = m.logical_and(finite, weights > 0)
-    # where, not a multiply by 0: 0 * NaN is still NaN.
+    weights = m.ones_like(labels, dtype) if weights is None else m.cast(weights, dtype)
+    # A NaN or Inf anywhere in a row makes its sum non-finite: one pass, no
+    # [batch, dim] mask.
+    included = m.logical_and(m.isfinite(m.sum_rows(features)), weights > 0)
     weights = m.where(included, weights, m.zeros_like(weights))
-    differences = m.where(
-        m.broadcast_like(included[:, None], features),
-        (centers_batch - features) * weights[:, None], m.zeros_like(features))
+    scale = alpha * weights / (1.0 + m.class_totals(labels, weights))
+    # Rows of scale 0 give 0, NaN features too (0 * NaN would be NaN).
+    deltas = m.scale_rows(centers_batch - features, scale)
+    if per_sample:
+        return labels, deltas
     class_ids, sample_to_class, num_present = m.unique(labels)
-    sums = m.segment_sum(differences, sample_to_class, num_present)
-    counts = m.segment_sum(weights, sample_to_class, num_present)
-    deltas = alpha * sums / (1.0 + counts)[:, None]
-    return class_ids, deltas
+    return class_ids, m.segment_sum(deltas, sample_to_class, num_present)

@@ -148,9 +148,10 @@ class CenterLoss(tf.Module):
         per_sample = tf.where(valid, per_sample, nan)
 
         def update():
-            class_ids, deltas = formulas.center_update(
-                labels, tf.stop_gradient(features), centers_batch, self.alpha, update_weights)
-            shards.subtract_rows(self.centers, class_ids, tf.cast(deltas, tf.float32))
+            ids, deltas = formulas.center_update(
+                labels, tf.stop_gradient(features), centers_batch, self.alpha, update_weights,
+                per_sample=True)
+            shards.subtract_rows(self.centers, ids, tf.cast(deltas, tf.float32))
             return tf.constant(True)
 
         if training is True:

@@ -94,9 +94,9 @@ class TowerCenterLoss:
             with tf.control_dependencies(losses):
                 rows = tf.cast(shards.read_rows(self.centers, labels), dtype)
             ties.claim(self.centers, "cl.TowerCenterLoss", labels)
-            class_ids, deltas = formulas.center_update(
-                labels, features, rows, self.alpha, weights)
-            scatter = shards.subtract_rows(self.centers, class_ids, tf.cast(deltas, tf.float32))
+            ids, deltas = formulas.center_update(
+                labels, features, rows, self.alpha, weights, per_sample=True)
+            scatter = shards.subtract_rows(self.centers, ids, tf.cast(deltas, tf.float32))
             with tf.control_dependencies([scatter]):
                 self._update = tf.no_op(name="update")
         return self._update

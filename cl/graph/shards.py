@@ -85,8 +85,8 @@ def read_rows(table, ids):
 
 
 def subtract_rows(table, ids, deltas):
-    """`table[ids] -= deltas` (ids unique), each shard's part by a
-    `scatter_sub` on that shard; returns an op (None when eager)."""
+    """`table[ids] -= deltas`, adding the rows of repeated ids, each shard's
+    part by a `scatter_sub` on that shard; returns an op (None when eager)."""
     shards = shards_of(table)
     if len(shards) == 1:
         return tf.group(tf.compat.v1.scatter_sub(shards[0], ids, deltas))
@@ -99,8 +99,8 @@ def subtract_rows(table, ids, deltas):
 
 def is_initialized(table):
     """A bool tensor: every shard of `table` is initialised."""
-    return tf.reduce_all(tf.stack(
-        [tf.compat.v1.is_variable_initialized(shard) for shard in shards_of(table)]))
+    flags = [tf.compat.v1.is_variable_initialized(shard) for shard in shards_of(table)]
+    return flags[0] if len(flags) == 1 else tf.reduce_all(tf.stack(flags))
 
 
 def _copies_of(shard):
@@ -120,6 +120,13 @@ def _held_shape(variable):
     return tf.raw_ops.VariableShape(input=handle, out_type=tf.int64)
 
 
+_HELD_SHAPE_FIX = (
+    ". A checkpoint of a table with another num_classes or dim was restored into it "
+    "(TensorFlow's graph-mode restore assigns a saved variable of another shape as it "
+    "is, and cl would route class ids to the wrong rows). Restore a checkpoint of the "
+    "same shape, or read the saved table with cl.read_centers and assign the rows you keep.")
+
+
 def held_shape_check(table, name="centers_shape"):
     """An op asserting that every shard of `table` holds the shape it is
     declared with. TensorFlow's graph-mode restore (tf.train.Checkpoint, a
@@ -129,6 +136,11 @@ def held_shape_check(table, name="centers_shape"):
     parts = shards_of(table)
     declared = [part.shape.as_list() for part in parts]
     held = [[_held_shape(copy) for copy in _copies_of(part)] for part in parts]
+    if len(held) == 1 and len(held[0]) == 1:  # a whole table on one device: fewest ops
+        return tf.raw_ops.Assert(
+            condition=tf.reduce_all(tf.equal(held[0][0], declared[0])), data=[
+                f"cl: the centers table '{table.name}' is declared {declared[0]} but holds",
+                held[0][0], _HELD_SHAPE_FIX], summarize=64, name=name)
     flat = tf.concat([shape for copies in held for shape in copies], axis=0)
     expected = [size for copies, shape in zip(held, declared) for _ in copies for size in shape]
     # Padded and cut to the expected length: a value of another rank compares
@@ -138,15 +150,11 @@ def held_shape_check(table, name="centers_shape"):
     rows = tf.concat([copies[0][:1] for copies in held], axis=0)
     whole_held = tf.concat([tf.reduce_sum(rows, keepdims=True), held[0][0][1:]], axis=0)
     split = [", in shards of", rows, "rows"] if len(parts) > 1 else []
-    return tf.compat.v1.Assert(same, [
+    return tf.raw_ops.Assert(condition=same, data=[
         f"cl: the centers table '{table.name}' is declared {table.shape.as_list()}"
         f"{f' (shards of {[shape[0] for shape in declared]} rows)' if len(parts) > 1 else ''}"
-        f" but holds", whole_held, *split, ". A checkpoint of a table with another "
-        "num_classes or dim was restored into it (TensorFlow's graph-mode restore "
-        "assigns a saved variable of another shape as it is, and cl would route "
-        "class ids to the wrong rows). Restore a checkpoint of the same shape, or read "
-        "the saved table with cl.read_centers and assign the rows you keep."],
-        summarize=64, name=name)
+        f" but holds", whole_held, *split, _HELD_SHAPE_FIX],
+        summarize=64, name=name)  # one op: TF's Assert would add a cond (see checks)
 
 
 def whole(table):

@@ -14,7 +14,7 @@ import weakref
 import tensorflow as tf
 
 from cl import formulas, rules, tf_checkpoints
-from cl.graph import replicas, shards
+from cl.graph import checks, replicas, shards
 
 CENTERS_NAME = tf_checkpoints.CENTERS_NAME
 DEFAULT_SCOPE = tf_checkpoints.DEFAULT_SCOPE
@@ -139,13 +139,13 @@ def initialised_check(centers):
     """One op for every step's assertions: the table is initialised (TF's
     bare 'uninitialized value' becomes an error that says what to run), then
     holds the shape it is declared with (`shards.held_shape_check`)."""
-    initialised = tf.compat.v1.Assert(
+    initialised = checks.assertion(
         shards.is_initialized(centers),
         [f"cl: the centers table '{centers.name}' is not initialised. Keras: use "
          "cl.compile_model(model, ...), or after model.compile run "
          "cl.initialize(model). TF1 session: run "
          "sess.run(tf.compat.v1.global_variables_initializer()) before training."],
-        name="centers_initialised")
+        "centers_initialised")
     with tf.control_dependencies([initialised]):
         return shards.held_shape_check(centers)
 
@@ -156,9 +156,10 @@ def apply_update(centers, labels, features, centers_batch, alpha, training,
     `formulas.center_update`), gated on `training`."""
 
     def update():
-        class_ids, deltas = formulas.center_update(
-            labels, features, centers_batch, alpha, weights)
-        scatter = shards.subtract_rows(centers, class_ids, tf.cast(deltas, centers.dtype))
+        # Per sample: the scatter adds the rows of a class (as the blog's).
+        ids, deltas = formulas.center_update(
+            labels, features, centers_batch, alpha, weights, per_sample=True)
+        scatter = shards.subtract_rows(centers, ids, tf.cast(deltas, centers.dtype))
         # Depend on the scatter, never fetch its value: on a resource
         # variable that value is a read of the whole C x D table, a copy per
         # step that would make the cost grow with num_classes.

@@ -57,6 +57,6 @@ class JaxTable(Table):
         return variable.value[ids]
 
     def subtract(self, variable, ids, deltas):
-        # Padding rows of formulas.center_update repeat a class with delta 0,
+        # Rows of one class add up (formulas.center_update's per-sample rows),
         # so add, never set. Under jit Keras donates the state: in place.
         variable.assign(variable.value.at[ids].add(-deltas))

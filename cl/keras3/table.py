@@ -55,7 +55,8 @@ class Table:
         raise NotImplementedError
 
     def subtract(self, variable, ids, deltas):
-        """`table[ids] -= deltas`, in place, for `formulas.center_update`'s rows."""
+        """`table[ids] -= deltas`, in place, adding the rows of repeated ids
+        (`formulas.center_update`'s per-sample rows)."""
         raise NotImplementedError
 
     def term(self, variable, ids, features, alpha, weights, update, what):
@@ -67,5 +68,5 @@ class Table:
         if update:
             self.subtract(variable, *formulas.center_update(
                 ids, keras.ops.stop_gradient(features), centers_batch, alpha, weights,
-                self.backend))
+                self.backend, per_sample=True))
         return per_sample, centers_batch
