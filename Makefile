@@ -80,6 +80,7 @@ demo: venv
 
 bench: venv venv-jax
 	$(BIN)/python bench/bench_graph.py --out out/bench
+	$(BIN)/python bench/bench_tf2.py --out out/bench
 	$(BIN)/python bench/bench_distribute.py --out out/bench
 	$(BIN)/python bench/bench_keras3.py --out out/bench --backend tensorflow
 	KERAS_BACKEND=jax $(JAX_VENV)/bin/python bench/bench_keras3.py --out out/bench --backend jax

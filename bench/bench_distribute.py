@@ -34,9 +34,11 @@ import sys
 import time
 from pathlib import Path
 
+import goals
+
 B, D, ALPHA = 256, 512, 0.5
 FRONT_ENDS = ("graph", "tf2", "keras3_tf")
-RATIO_GOAL, GROWTH_GOAL = 1.6, 1.2
+
 WARMUP = 3
 
 
@@ -177,25 +179,11 @@ def child(args):
     print("ROW " + json.dumps(row), flush=True)
 
 
-def goals(rows):
-    """Goal lines, printed next to the figures and never asserted."""
-    lines = []
-    by = {(r["front_end"], r["classes"]): r for r in rows}
-    for front_end in dict.fromkeys(r["front_end"] for r in rows):
-        classes = sorted(c for f, c in by if f == front_end)
-        for c in classes:
-            r = by[front_end, c]
-            lines.append(f"{front_end:<9} C={c:>6}: synced {r['synced_ms']:7.2f} ms, local "
-                         f"{r['local_ms']:7.2f} ms, synced/local {r['ratio']:.2f}x "
-                         f"(goal <= {RATIO_GOAL}x: {'met' if r['ratio'] <= RATIO_GOAL else 'NOT met'})")
-        if len(classes) > 1:
-            small, large = by[front_end, classes[0]], by[front_end, classes[-1]]
-            growth = large["synced_ms"] / small["synced_ms"]
-            floor_growth = large["local_ms"] / small["local_ms"]
-            lines.append(f"{front_end:<9} synced C={classes[-1]} / C={classes[0]}: {growth:.2f}x "
-                         f"(goal <= {GROWTH_GOAL}x: {'met' if growth <= GROWTH_GOAL else 'NOT met'}; "
-                         f"the local floor: {floor_growth:.2f}x)")
-    return lines
+def figures(rows):
+    """One line per front-end and C, the goals after them (bench/goals.py)."""
+    lines = [f"{r['front_end']:<9} C={r['classes']:>6}: synced {r['synced_ms']:7.2f} ms, local "
+             f"{r['local_ms']:7.2f} ms, synced/local {r['ratio']:.2f}x" for r in rows]
+    return lines + [""] + goals.report("distribute.json", rows)
 
 
 def main():
@@ -241,7 +229,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     (out / "distribute.json").write_text(json.dumps(rows, indent=1) + "\n")
     print("\n".join(["", "2 logical CPU replicas, B=%d per replica, D=%d; median of the "
-                     "per-round ratios; goals are checks, not asserts:" % (B, D)] + goals(rows)))
+                     "per-round ratios; goals are checks, not asserts:" % (B, D)] + figures(rows)))
     print(f"Wrote {out / 'distribute.json'}")
 
 

@@ -25,13 +25,15 @@ import statistics
 import time
 from pathlib import Path
 
+import goals
+
 VARIANTS = ("softmax", "cl", "dense_distmat", "embedding_param",
-            "cl_term", "dense_distmat_term", "floor_gather_scatter")
+            "cl_term", "blog_term", "dense_distmat_term", "floor_gather_scatter")
 # Timed apart, first, before any big variant's process exists: a ~1 ms op
 # timed in rounds between 300 ms steps reads the big steps' thread pools
 # still spinning on the shared cores (seen: the floor 13.5 ms at C=100000
 # against 0.7 ms alone), not its own cost.
-SMALL = ("cl_term", "floor_gather_scatter")
+SMALL = ("cl_term", "blog_term", "floor_gather_scatter")
 WARMUP = 5
 MIN_REPEATS = 10
 # Time for the timed rounds at one number of classes: at C=100000 the
@@ -143,47 +145,11 @@ def machine():
             "python": platform.python_version(), "platform": platform.platform()}
 
 
-def ratios(rows, largest, smallest):
-    """The four checks, reported and never asserted.
-
-    Returns (label, ratio of medians, median of per-round ratios or None,
-    floor text, met). `met` judges the per-round ratio where there is one:
-    two steps taken back to back share the machine's load of the moment, so
-    it shakes far less than a ratio of two medians on a busy machine.
-    """
-    found = {(r["variant"], r["num_classes"]): r for r in rows}
-
-    def check(label, a, b, floor, met):
-        if a not in found or b not in found:
-            return label, None, None, floor, None
-        value = found[a]["median_step_s"] / found[b]["median_step_s"]
-        paired = None
-        if a[1] == b[1] and found[a]["phase"] == found[b]["phase"]:
-            # same run of rounds: compare round by round too
-            paired = statistics.median(
-                x / y for x, y in zip(found[a]["steps_s"], found[b]["steps_s"]))
-        return label, value, paired, floor, bool(met(value if paired is None else paired))
-
-    c, c0 = largest, smallest
-    return [
-        check(f"cl / softmax at C={c}", ("cl", c), ("softmax", c),
-              "<= 1.05", lambda v: v <= 1.05),
-        check(f"dense_distmat_term / cl_term at C={c}", ("dense_distmat_term", c),
-              ("cl_term", c), ">= 20", lambda v: v >= 20),
-        check(f"cl_term / floor_gather_scatter at C={c}", ("cl_term", c),
-              ("floor_gather_scatter", c), "<= 3", lambda v: v <= 3),
-        # ~1: cache and TLB misses on a bigger table cost a little; a copy of
-        # the whole table per step would cost C/C0 times more (>= 10x).
-        check(f"floor_gather_scatter C={c} / C={c0}", ("floor_gather_scatter", c),
-              ("floor_gather_scatter", c0), "~1, taken as <= 2", lambda v: v <= 2),
-    ]
-
-
 def whole(value):
     return "n/a" if value is None else f"{value:.0f}"
 
 
-def markdown(rows, checks, info, elapsed_s):
+def markdown(rows, goal_lines, info, elapsed_s):
     first = rows[0]
     lines = [
         f"Machine: {info['cpu']}, {info['cores']} cores, device {first['device']}; "
@@ -209,15 +175,9 @@ def markdown(rows, checks, info, elapsed_s):
             f"| {whole(r['peak_rss_mb'])} | {whole(r['step_rss_growth_mb'])} "
             f"| {whole(r['process_peak_rss_mb'])} | {r['centers_tables']} "
             f"| {r['centers_bytes'] / 2**20:.1f} | {r['center_slot_bytes'] / 2**20:.1f} |")
-    lines += ["", "Ratios of medians; in brackets the median of the per-round ratios (two",
-              "variants stepped in the same rounds), which is what a floor judges where",
-              "there is one. Floors are checks, not asserts.", ""]
-    for label, value, paired, floor, met in checks:
-        shown = "n/a" if value is None else f"{value:.2f}"
-        if paired is not None:
-            shown += f" [{paired:.2f}]"
-        verdict = "n/a" if met is None else ("met" if met else "NOT met")
-        lines.append(f"- {label}: {shown} (floor {floor}: {verdict})")
+    lines += ["", "Goals (bench/goals.py; checks, not asserts): the median of the per-round",
+              "ratios where two variants were stepped in the same rounds, else of medians.", ""]
+    lines += [f"- {text.strip()}" for text in goal_lines]
     return "\n".join(lines) + "\n"
 
 
@@ -257,8 +217,7 @@ def main():
     rows = [found[c, v] for c in classes for v in big + SMALL]
     elapsed = time.perf_counter() - start
 
-    checks = ratios(rows, max(classes), min(classes))
-    table = markdown(rows, checks, machine(), elapsed)
+    table = markdown(rows, goals.report("results.json", rows), machine(), elapsed)
     if args.quick:
         table += "\n--quick: toy sizes, a smoke test; the floors mean nothing here.\n"
     out = Path(args.out)

@@ -51,6 +51,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import goals
+
 BATCH, DIM, SHARDS = 256, 128, 4
 WARMUP, REPEATS = 5, 60
 VARIANTS = ("cl_term", "floor_gather_scatter")
@@ -62,7 +64,7 @@ ROWS = (("graph", 1_000_000, 1, True),
 QUICK_ROWS = (("graph", 1_000, 1, True),
               ("graph_partitioned", 100, SHARDS, True),
               ("graph_partitioned", 10_000, SHARDS, True))
-RATIO_GOAL, GROWTH_GOAL = 2.0, 2.0
+
 
 
 # ---------------------------------------------------------------- the child
@@ -340,36 +342,7 @@ def measure(rows_spec, batch, dim, repeats, quick):
     return rows
 
 
-def goals(rows):
-    """(label, value, goal text, met) lines; checks, never asserts."""
-    by = {(r["variant"], r["engine"], r["classes"]): r for r in rows}
-    lines = []
-
-    def paired(a, b):
-        if a["timed"] != b["timed"] or not a["timed"].startswith("in turn"):
-            return a["median_step_s"] / b["median_step_s"]
-        return statistics.median(x / y for x, y in zip(a["steps_s"], b["steps_s"]))
-
-    for (variant, engine, classes), row in sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][2])):
-        floor = by.get(("floor_gather_scatter", engine, classes))
-        if variant == "cl_term" and floor:
-            value = paired(row, floor)
-            goal = engine == "graph"  # the goal is set on one device; sharded: shown
-            lines.append((f"{engine} C={classes}: cl_term / floor_gather_scatter", value,
-                          f"<= {RATIO_GOAL}" if goal else "shown",
-                          (value <= RATIO_GOAL) if goal else None))
-    for variant in VARIANTS:
-        sharded = sorted(c for v, e, c in by if v == variant and e == "graph_partitioned")
-        if len(sharded) > 1:
-            small = by[variant, "graph_partitioned", sharded[0]]
-            large = by[variant, "graph_partitioned", sharded[-1]]
-            value = large["median_step_s"] / small["median_step_s"]
-            lines.append((f"graph_partitioned {variant}: step at C={sharded[-1]} / "
-                          f"C={sharded[0]}", value, f"<= {GROWTH_GOAL}", value <= GROWTH_GOAL))
-    return lines
-
-
-def markdown(rows, checks, elapsed_s):
+def markdown(rows, goal_lines, elapsed_s):
     cpu = "unknown CPU"
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in
@@ -389,11 +362,9 @@ def markdown(rows, checks, elapsed_s):
                      f"| {r['median_step_s'] * 1e3:.3f} | {r['bytes_per_shard']} "
                      f"| {r['peak_rss_mb']:.0f} | {r['repeats']} | {r['timed']} "
                      f"| {r['centers_moved']} |")
-    lines += ["", "Ratios (median of per-round ratios where two variants were stepped in "
-              "turn); goals are checks, not asserts:", ""]
-    for label, value, goal, met in checks:
-        verdict = "" if met is None else (": met" if met else ": NOT met")
-        lines.append(f"- {label}: {value:.2f}x (goal {goal}{verdict})")
+    lines += ["", "Goals (bench/goals.py; the median of per-round ratios where two variants "
+              "were stepped in turn; checks, not asserts):", ""]
+    lines += [f"- {text.strip()}" for text in goal_lines]
     return "\n".join(lines) + "\n"
 
 
@@ -413,8 +384,7 @@ def main():
         rows = measure(QUICK_ROWS, 16, 8, 3, quick=True)
     else:
         rows = measure(ROWS, BATCH, DIM, args.repeats, quick=False)
-    checks = goals(rows)
-    table = markdown(rows, checks, time.perf_counter() - begin)
+    table = markdown(rows, goals.report("large.json", rows), time.perf_counter() - begin)
     if args.quick:
         table += "\n--quick: toy sizes, a smoke test; the goals mean nothing here.\n"
     out = Path(args.out)

@@ -22,6 +22,9 @@ The center term on its own (no FC, no softmax):
                       (non-trained) features.
   dense_distmat_term  the distance-matrix loss + a Momentum step on the
                       centers and the features.
+  blog_term           the blog's own construction (its cl.py): gather,
+                      unique_with_counts, the rows divided by 1 + n_j,
+                      scatter_sub under control_dependencies of its loss.
   floor_gather_scatter  gather B rows of a [C, D] resource variable and
                       scatter_sub B rows back: the least any center loss
                       with a per-class table can do per step.
@@ -165,6 +168,24 @@ def build_cl_term(batch, dim, num_classes):
     return tf.group(loss), [cl.get_centers()], None
 
 
+def build_blog_term(batch, dim, num_classes):
+    """The blog's center loss as its cl.py builds it (a resource table, as
+    cl's), on the same fixed features: what cl's exactness must not cost."""
+    labels = batch_labels(batch, num_classes)
+    features = fixed_features(batch, dim, trainable=False)
+    centers = tf.compat.v1.get_variable(
+        "centers", [num_classes, dim], tf.float32,
+        initializer=tf.compat.v1.zeros_initializer(), trainable=False, use_resource=True)
+    centers_batch = tf.gather(centers, labels)
+    _, unique_idx, unique_count = tf.unique_with_counts(labels)
+    appear_times = tf.reshape(tf.gather(unique_count, unique_idx), [-1, 1])
+    diff = ALPHA * (centers_batch - features) / tf.cast(1 + appear_times, tf.float32)
+    update = tf.compat.v1.scatter_sub(centers, labels, diff)
+    with tf.control_dependencies([update]):
+        loss = tf.nn.l2_loss(features - centers_batch)
+    return tf.group(loss), [centers], None
+
+
 def build_dense_distmat_term(batch, dim, num_classes):
     labels = batch_labels(batch, num_classes)
     features = fixed_features(batch, dim, trainable=True)
@@ -204,6 +225,7 @@ BUILDERS = {
     "dense_distmat": build_dense_distmat,
     "embedding_param": build_embedding_param,
     "cl_term": build_cl_term,
+    "blog_term": build_blog_term,
     "dense_distmat_term": build_dense_distmat_term,
     "floor_gather_scatter": build_floor_gather_scatter,
 }
