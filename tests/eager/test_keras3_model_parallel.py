@@ -36,7 +36,7 @@ def run(tmp_path_factory):
     """`(report, stderr)` of the script."""
     dump = tmp_path_factory.mktemp("hlo")
     # XLA's warnings show at log level 1 (conftest sets 2, which hides them).
-    result = subprocess.run([sys.executable, str(SCRIPT), str(TESTS), str(dump)],
+    result = subprocess.run([sys.executable, str(SCRIPT), str(TESTS / "support"), str(dump)],
                             capture_output=True, text=True, timeout=300, cwd=TESTS.parent,
                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="1"))
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]

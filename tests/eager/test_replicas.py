@@ -13,7 +13,7 @@ checkout under test. Each reports its worst deviations, asserted here.
 import re
 
 import pytest
-from helpers import TESTS, result_of, run_python, run_workers, script
+from helpers import SUPPORT, result_of, run_python, run_workers, script
 
 pytest.importorskip("tensorflow")
 
@@ -28,7 +28,7 @@ REFUSED_STRATEGY = ("does not support CentralStorageStrategy (2 replicas): its r
 
 @pytest.fixture(scope="module")
 def mirrored():
-    done = run_python(script("tf2_mirrored_center_loss"), TESTS, timeout=240)
+    done = run_python(script("tf2_mirrored_center_loss"), SUPPORT, timeout=240)
     return result_of(done.stdout, done.stderr)
 
 

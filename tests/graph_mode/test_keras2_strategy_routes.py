@@ -3,12 +3,12 @@ a global K.set_learning_phase(0) stops the update, and a second model
 compiled with cl.loss in the same graph (k-fold) gets a table of its own."""
 
 import pytest
-from helpers import TESTS, result_of, run_python, script
+from helpers import SUPPORT, result_of, run_python, script
 
 
 def result(kind, case):
     """Runs one case of the script in a process of its own."""
-    done = run_python(script("keras2_strategy_phase_and_kfold"), kind, TESTS, case, timeout=300)
+    done = run_python(script("keras2_strategy_phase_and_kfold"), kind, SUPPORT, case, timeout=300)
     return result_of(done.stdout, done.stderr)[case]
 
 

@@ -11,7 +11,7 @@ tests below assert on its RESULT.
 import re
 
 import pytest
-from helpers import TESTS, result_of, run_python, script
+from helpers import SUPPORT, result_of, run_python, script
 
 pytest.importorskip("tensorflow")
 
@@ -22,7 +22,7 @@ PS = ["/job:ps/replica:0/task:0/device:CPU:0", "/job:ps/replica:0/task:1/device:
 
 @pytest.fixture(scope="module")
 def report():
-    done = run_python(script("tf2_parameter_server"), TESTS, timeout=120)
+    done = run_python(script("tf2_parameter_server"), SUPPORT, timeout=120)
     found = result_of(done.stdout, done.stderr)
     assert found["errors"] == {}, found["errors"]
     return found

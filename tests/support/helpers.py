@@ -1,9 +1,10 @@
 """Shared by every suite; imports no framework.
 
-`tests/graph/` runs with eager execution disabled (TF1-style graph mode, see
-its conftest). Suites that need eager TensorFlow, Keras 3 or JAX live in
-their own folders and run in their own pytest process: graph mode is a
-process-wide switch. `pytest.ini` puts this folder on sys.path.
+`tests/graph_mode/` runs with eager execution disabled (TF1-style graph
+mode, see its conftest); `tests/eager/` (TF2, Keras 3 on any backend) needs
+it on, so each runs in its own pytest process: graph mode is a process-wide
+switch. `pytest.ini` puts this folder, `tests/support/`, on sys.path; the
+programs of `tests/scripts/` put it there themselves (their first argument).
 """
 
 import json
@@ -12,7 +13,8 @@ import socket
 import subprocess
 import sys
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
+SUPPORT = os.path.dirname(os.path.abspath(__file__))
+TESTS = os.path.dirname(SUPPORT)
 
 
 def run_python(code, *args, env=None, timeout=300):
@@ -24,7 +26,8 @@ def run_python(code, *args, env=None, timeout=300):
 
 def script(name):
     """The source of tests/scripts/<name>.py (run it with `run_python`, from
-    the repo root, so that it imports the checkout under test)."""
+    the repo root, so that it imports the checkout under test; give it
+    SUPPORT, which it puts on sys.path)."""
     with open(os.path.join(TESTS, "scripts", f"{name}.py")) as file:
         return file.read()
 
@@ -49,11 +52,11 @@ def free_ports(count):
 
 def run_workers(source, timeout=180):
     """Runs `source` as 2 worker processes on 127.0.0.1 (argv: task index,
-    the ports, the tests folder), each killed after `timeout` seconds;
-    returns their RESULT dicts."""
+    the ports, the tests/support folder), each killed after `timeout`
+    seconds; returns their RESULT dicts."""
     ports = ",".join(map(str, free_ports(2)))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    workers = [subprocess.Popen([sys.executable, "-c", source, str(task), ports, TESTS],
+    workers = [subprocess.Popen([sys.executable, "-c", source, str(task), ports, SUPPORT],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
                for task in range(2)]
     outputs = []

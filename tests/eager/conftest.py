@@ -1,6 +1,6 @@
 """TF2 / Keras 3 suite: eager execution, as TF2 and Keras 3 users run.
 
-Never imports tests/graph/conftest.py (it turns eager execution off for the
+Never imports tests/graph_mode/conftest.py (it turns eager execution off for the
 whole process); `make test` runs this folder in a pytest process of its own.
 The Keras backend is whatever KERAS_BACKEND says (TensorFlow by default,
 `make test-jax` sets jax, `make test-torch` torch). Files skip what their environment lacks:

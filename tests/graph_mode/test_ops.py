@@ -132,7 +132,7 @@ class TestLossAndGradient:
 class TestReuse:
     def test_second_call_reuses_the_table(self, session, rng):
         """A second, reading call (an evaluation tower) shares the table; a
-        second updating call is refused (tests/graph/test_ties.py)."""
+        second updating call is refused (tests/graph_mode/test_ties.py)."""
         labels, features = placeholders()
         first = cl.center_loss(labels, features, alpha=0.5, num_classes=C)
         second = cl.center_loss(labels, features, alpha=0.5, num_classes=C, training=False)

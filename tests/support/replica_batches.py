@@ -1,6 +1,6 @@
 """The batches of a step, per replica: shared by the replica and worker
-scripts of tests/graph/test_distribute.py (imported after they put
-tests/scripts on sys.path).
+programs of tests/scripts/ that tests/graph_mode/test_replicas.py runs
+(imported after they put tests/support on sys.path).
 
 Replica 0 draws classes 0-4, replica 1 classes 3-7: 0-2 and 5-7 are each on
 one replica only, 8-9 never appear. Sizes are uneven and sometimes 0; a NaN

@@ -1,6 +1,6 @@
 """cl.formulas directly: the setting checks, and the paper's loss and update
 as TensorFlow graph ops, against tests/reference.py (cases in
-tests/formula_cases.py). tests/v2/test_formulas_backends.py runs the same
+tests/formula_cases.py). tests/eager/test_formulas.py runs the same
 cases eagerly and on JAX.
 """
 

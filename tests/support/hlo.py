@@ -1,6 +1,7 @@
 """The collectives of XLA's optimised HLO dumps (`--xla_dump_to`), for the
 scripts that check a compiled step communicates nothing of the table's size.
-Imported by scripts from this folder (they put it on sys.path)."""
+Imported by the programs of tests/scripts/ (they put tests/support on
+sys.path)."""
 
 import re
 

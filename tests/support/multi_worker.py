@@ -1,7 +1,7 @@
 """This process as one worker of a local MultiWorkerMirroredStrategy cluster:
-shared by tests/scripts/multi_worker_center_loss.py and
-tests/scripts/keras2_multi_worker_fit.py, which tests/graph/test_distribute.py
-runs as 2 processes on 127.0.0.1.
+shared by the multi-worker programs of tests/scripts/ (the graph API, Keras 2
+fit, cl.tf2), which tests/graph_mode/test_replicas.py and
+tests/eager/test_replicas.py run as 2 processes on 127.0.0.1.
 """
 
 import json

@@ -371,7 +371,7 @@ class TestItem5Freezing:
 @pytest.mark.skipif(not TF, reason="tf.distribute is TensorFlow's")
 class TestItem6Strategies:
     def test_every_route_of_an_unsupported_strategy_refused_before_any_change(self):
-        # MirroredStrategy is exact (tests/v2/test_keras3_distribute.py);
+        # MirroredStrategy is exact (tests/eager/test_keras3_tf_table.py);
         # CentralStorageStrategy would update one table per replica.
         code = textwrap.dedent("""
             import numpy as np, tensorflow as tf

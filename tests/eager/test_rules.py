@@ -1,6 +1,6 @@
 """`cl.rules`: the label and weight rules every front-end applies, on each
 backend present (TensorFlow, JAX), and the same words in the front-ends'
-refusals (the graph API's: tests/graph/test_ops.py)."""
+refusals (the graph API's: tests/graph_mode/test_ops.py)."""
 
 import importlib.util
 

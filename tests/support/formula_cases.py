@@ -1,7 +1,7 @@
 """Batches for the direct tests of `cl.formulas`, and the checks of its
 results against the numpy reference; numpy only. Shared by
-tests/graph/test_formulas.py (TensorFlow, graph mode) and
-tests/v2/test_formulas_backends.py (eager TensorFlow, JAX).
+tests/graph_mode/test_formulas.py (TensorFlow, graph mode) and
+tests/eager/test_formulas.py (eager TensorFlow, JAX).
 """
 
 import numpy as np

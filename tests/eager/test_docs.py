@@ -34,7 +34,7 @@ def test_every_block_names_where_it_runs(page):
 def test_the_checks_refuse_untagged_blocks_and_missing_tests(tmp_path):
     page = tmp_path / "page.md"
     page.write_text("```\nx = 1\n```\n\n```python\nx = 1\n```\n\n```py graph\nx = 1\n```\n\n"
-                    "```python multi-device test=tests/v2/test_docs.py::test_nope\nx = 1\n```\n\n"
+                    "```python multi-device test=tests/eager/test_docs.py::test_nope\nx = 1\n```\n\n"
                     "```python multi-device\nx = 1\n```\n\n```python graph\nx = 1\n```\n\n"
                     "```sh\nmake test\n```\n")
     docs_fences.ROOT, saved = tmp_path.parent, docs_fences.ROOT
@@ -45,11 +45,11 @@ def test_the_checks_refuse_untagged_blocks_and_missing_tests(tmp_path):
     assert len(found) == 5, found
     assert "a block without a language" in found[0]
     assert all("must be ```python <tag>" in problem for problem in found[1:3])
-    assert "no file tests/v2/test_docs.py" in found[3] and "names the test" in found[4]
-    assert docs_fences.missing_test("tests/v2/test_docs.py::test_nope") == [
-        "tests/v2/test_docs.py::test_nope: no test_nope in tests/v2/test_docs.py"]
+    assert "no file tests/eager/test_docs.py" in found[3] and "names the test" in found[4]
+    assert docs_fences.missing_test("tests/eager/test_docs.py::test_nope") == [
+        "tests/eager/test_docs.py::test_nope: no test_nope in tests/eager/test_docs.py"]
     assert docs_fences.missing_test(
-        "tests/v2/test_docs.py::test_every_block_names_where_it_runs") == []
+        "tests/eager/test_docs.py::test_every_block_names_where_it_runs") == []
 
 
 def backend():

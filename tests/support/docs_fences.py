@@ -3,10 +3,10 @@
 Every fenced block names its language. A Python block (```python ...) names
 one tag, which says where the tests run it:
 
-  graph         TF1 graph mode / Keras 2: tests/graph/test_docs.py
+  graph         TF1 graph mode / Keras 2: tests/graph_mode/test_docs.py
   estimator     graph mode with tf.estimator (TensorFlow 2.15 only): same file
-  tf2           eager TensorFlow (cl.tf2): tests/v2/test_docs.py
-  keras3        Keras 3 on the environment's backend: tests/v2/test_docs.py;
+  tf2           eager TensorFlow (cl.tf2): tests/eager/test_docs.py
+  keras3        Keras 3 on the environment's backend: tests/eager/test_docs.py;
                 a line `os.environ["KERAS_BACKEND"] = "..."` is run with the
                 environment's backend instead
   multi-device  needs several devices or worker processes, so not run here:
@@ -28,7 +28,7 @@ import re
 import subprocess
 import sys
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 RUN_TAGS = ("graph", "estimator", "tf2", "keras3")
 TAGS = (*RUN_TAGS, "multi-device")

@@ -11,18 +11,16 @@ finds the checkout under test), and reports its worst deviations.
 """
 
 import json
-import os
 
 import pytest
 from conftest import keras3_or_skip
-from helpers import run_python
+from helpers import SUPPORT, run_python, script
 
 keras = keras3_or_skip()
 if keras.backend.backend() != "tensorflow":
     pytest.skip("tf.distribute is TensorFlow's (KERAS_BACKEND=tensorflow)",
                 allow_module_level=True)
 
-TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = ["layer", "layer_weighted", "model"]
 # float32 rounding against the float64 reference.
 CENTER_TOLERANCE, LOSS_TOLERANCE = 1e-5, 1e-5
@@ -30,8 +28,7 @@ CENTER_TOLERANCE, LOSS_TOLERANCE = 1e-5, 1e-5
 
 @pytest.fixture(scope="module")
 def report():
-    with open(os.path.join(TESTS, "scripts", "keras3_mirrored_fit.py")) as file:
-        done = run_python(file.read(), TESTS, timeout=240)
+    done = run_python(script("keras3_mirrored_fit"), SUPPORT, timeout=240)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert done.returncode == 0 and lines, done.stderr[-3000:]
     return json.loads(lines[-1][len("RESULT "):])

@@ -28,7 +28,7 @@ RUNS = ["layer_fit", "layer_train_on_batch", "model_fit", "model_train_on_batch"
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     dump = tmp_path_factory.mktemp("hlo")
-    result = subprocess.run([sys.executable, str(SCRIPT), str(TESTS), str(dump)],
+    result = subprocess.run([sys.executable, str(SCRIPT), str(TESTS / "support"), str(dump)],
                             capture_output=True, text=True, timeout=300,
                             cwd=TESTS.parent)
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]

@@ -1,6 +1,6 @@
 """cl.formulas directly on eager TensorFlow, JAX and PyTorch (each where it is
 installed), against tests/reference.py: the cases of
-tests/formula_cases.py, which tests/graph/test_formulas.py runs as graph ops.
+tests/formula_cases.py, which tests/graph_mode/test_formulas.py runs as graph ops.
 """
 
 import importlib.util

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import reference
 import tensorflow as tf
-from helpers import TESTS, result_of, run_python, run_workers, script
+from helpers import SUPPORT, result_of, run_python, run_workers, script
 
 import cl
 
@@ -28,7 +28,7 @@ TOLERANCE = 1e-5
 
 @pytest.fixture(scope="module")
 def mirrored():
-    done = run_python(script("mirrored_center_loss"), TESTS, timeout=300)
+    done = run_python(script("mirrored_center_loss"), SUPPORT, timeout=300)
     return result_of(done.stdout, done.stderr)
 
 
@@ -77,7 +77,7 @@ def test_keras_fit_follows_the_global_batch(case):
     """Keras 2 fit under MirroredStrategy (both classes): CenterLoss on the
     embedding of a two-output model, and the blog's cl.loss on the logits.
     The model is frozen, so predict gives the features each step used."""
-    done = run_python(script("keras2_mirrored_fit"), TESTS, case, timeout=300)
+    done = run_python(script("keras2_mirrored_fit"), SUPPORT, case, timeout=300)
     report = result_of(done.stdout, done.stderr)[case]
     assert isinstance(report, dict), report
     # The user's model owns one mirrored table, used by every replica's clone.

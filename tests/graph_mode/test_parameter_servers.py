@@ -3,13 +3,13 @@
 
 import numpy as np
 import pytest
-from helpers import TESTS, free_ports, result_of, run_python, script
+from helpers import SUPPORT, free_ports, result_of, run_python, script
 
 
 @pytest.fixture(scope="module")
 def result():
     ports = ",".join(map(str, free_ports(4)))
-    done = run_python(script("parameter_servers"), TESTS, ports, timeout=240)
+    done = run_python(script("parameter_servers"), SUPPORT, ports, timeout=240)
     return result_of(done.stdout, done.stderr)
 
 

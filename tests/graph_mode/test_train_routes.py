@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import reference
 import tensorflow as tf
-from helpers import TESTS, result_of, run_python, script
+from helpers import SUPPORT, result_of, run_python, script
 
 import cl
 
@@ -224,7 +224,7 @@ def test_tf_data_with_drop_remainder(session, rng):
 def test_mirrored_strategy_train_op_alone(kind):
     """Raw strategy.run code, static batch: every copy follows the rule on
     the global batch, once per run."""
-    done = run_python(script("mirrored_train_op_alone"), TESTS, kind, timeout=300)
+    done = run_python(script("mirrored_train_op_alone"), SUPPORT, kind, timeout=300)
     report = result_of(done.stdout, done.stderr)
     assert report["copies_equal"] and report["moved"] > 0.1
     assert report["deviation"] < 1e-5
