@@ -1,5 +1,5 @@
 """README.md and docs/: every code block names its language and every
-Python block a tag saying where it runs (tests/docs_fences.py); the eager
+Python block a tag saying where it runs (tests/support/docs_fences.py); the eager
 blocks (```python tf2, ```python keras3) run as written, one program per
 page, Keras 3 on this environment's backend; a multi-device block names an
 existing test; relative links and anchors resolve; the README has none

@@ -1,6 +1,7 @@
-"""cl.formulas directly on eager TensorFlow, JAX and PyTorch (each where it is
-installed), against tests/reference.py: the cases of
-tests/formula_cases.py, which tests/graph_mode/test_formulas.py runs as graph ops.
+"""`cl.formulas` directly on eager TensorFlow, JAX and PyTorch (each where it
+is installed), against tests/support/reference.py: the cases of
+tests/support/formula_cases.py, which tests/graph_mode/test_formulas.py runs
+as graph ops.
 """
 
 import importlib.util
@@ -56,14 +57,3 @@ def test_center_update(backend, name, alpha):
                        weights, padded=backend == formulas.JAX)
 
 
-@pytest.mark.parametrize("name", ["duplicates", "class_all_weights_zero", "nan_and_weight_zero"])
-def test_center_update_under_jax_jit(name):
-    """Static shapes: the JAX update compiles, padding included."""
-    jax = pytest.importorskip("jax")
-    labels, features, weights = cases.CASES[name]
-    weights = np.ones(len(labels), np.float32) if weights is None else weights
-    table = cases.centers()
-    update = jax.jit(lambda y, x, c, w: formulas.center_update(y, x, c, cases.ALPHA, w, backend=formulas.JAX))
-    class_ids, deltas = update(labels, features, table[labels], weights)
-    cases.check_update(np.asarray(class_ids), np.asarray(deltas), labels, features, table, cases.ALPHA,
-                       weights, padded=True)

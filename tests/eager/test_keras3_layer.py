@@ -1,7 +1,14 @@
-"""cl.keras3 against the numpy reference, on the backend KERAS_BACKEND names.
+"""`cl.keras3.layer`: the CenterLoss layer against the numpy reference, on
+the backend KERAS_BACKEND names: fit and train_on_batch follow the rule
+(absent classes and NaN samples never move), sample weights (the weights
+input and fit's), the loss from the pre-update centers, only training steps
+update, inference without labels, mixed precision (the embedding used as
+given, in float32), .keras files, gradient accumulation, a second labelled
+call, freezing.
 
-The embedding fed to the layer is the model's input itself, so the features
-of every step are known exactly and the centers can be replayed in numpy.
+The embedding fed to the layer is the model's input itself
+(tests/support/keras3_batches.py, tests/support/keras3_steps.py), so the
+features of every step are known exactly and the centers can be replayed.
 """
 
 import warnings
@@ -10,48 +17,16 @@ import numpy as np
 import pytest
 import reference
 from conftest import keras3_or_skip
-from helpers import fresh_torch_compile, skip_torch_compiled_layer
+from helpers import fresh_torch_compile
 
 keras = keras3_or_skip()
 
+from keras3_batches import ALPHA, BACKEND, PRESENT, WEIGHT, B, C, D, batches, build, centers_of  # noqa: E402
+from keras3_steps import COMPILED, TOL, TORCH, data, layer_model, state_of, warm  # noqa: E402
+from keras3_steps import B as STEP_B  # noqa: E402
+from keras3_steps import C as STEP_C  # noqa: E402
+
 from cl.keras3 import CenterLoss, CenterLossModel  # noqa: E402
-
-C, D, B, ALPHA, WEIGHT = 7, 3, 16, 0.5, 0.1
-PRESENT = 5  # labels drawn from 0..4: classes 5 and 6 stay absent
-BACKEND = keras.backend.backend()
-
-
-def centers_of(layer):
-    return keras.ops.convert_to_numpy(layer.centers.value).copy()
-
-
-def build(with_weights=False, optimizer=None, labels_dtype="int32", **compile_kwargs):
-    skip_torch_compiled_layer(BACKEND, compile_kwargs.get("jit_compile"))
-    x = keras.Input((D,), name="x")
-    y = keras.Input((), dtype=labels_dtype, name="y")
-    inputs = [x, y]
-    layer = CenterLoss(C, alpha=ALPHA, weight=WEIGHT, name="center")
-    if with_weights:
-        w = keras.Input((), name="w")
-        inputs.append(w)
-        embedding = layer([x, y, w])
-    else:
-        embedding = layer([x, y])
-    logits = keras.layers.Dense(C, name="logits")(keras.layers.Dense(D, name="hidden")(embedding))
-    model = keras.Model(inputs, logits)
-    model.compile(optimizer or keras.optimizers.SGD(0.01),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), **compile_kwargs)
-    return model, layer
-
-
-def batches(rng, steps, nan_at=None):
-    for step in range(steps):
-        x = rng.normal(size=(B, D)).astype("float32") + 3.0
-        y = rng.integers(0, PRESENT, B).astype("int32")
-        y[:4] = y[0]  # duplicates in every batch
-        if step == nan_at:
-            x[2, 1] = np.nan
-        yield x, y
 
 
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
@@ -177,64 +152,6 @@ def test_keras_file_round_trip_is_exact(rng, tmp_path):
     assert loaded_layer.centers.path == "center/centers" and not loaded_layer.centers.trainable
 
 
-def test_out_of_range_labels_change_no_center(rng):
-    model, layer = build()
-    x, y = next(batches(rng, 1))
-    model.train_on_batch([x, y], y)
-    before = centers_of(layer)
-    bad = y.copy()
-    bad[3], bad[9] = C, -1
-    with pytest.raises(ValueError, match=r"\[0, num_classes=7\).*\[7, -1\].*\[3, 9\]"):
-        layer([keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(bad)], training=True)
-    assert np.array_equal(centers_of(layer), before)
-
-
-def test_one_hot_rows_naming_no_class_are_refused(rng):
-    model, layer = build()
-    x, y = next(batches(rng, 1))
-    rows = np.eye(C, dtype="float32")[y]
-    rows[5] = 0.0
-    rows[6, 0] = np.nan
-    with pytest.raises(ValueError, match=r"\[-1, -1\] at batch position\(s\) \[5, 6\].*names no class"):
-        layer([keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(rows)], training=True)
-    assert not np.any(centers_of(layer))
-
-
-@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
-def test_out_of_range_labels_in_a_compiled_step(rng, jit):
-    if BACKEND == "jax" and not jit:
-        pytest.skip("a compiled JAX step is jitted")
-    model, layer = build(jit_compile=jit)
-    x, y = next(batches(rng, 1))
-    model.train_on_batch([x, y], y)
-    before = centers_of(layer)
-    bad = y.copy()
-    bad[3] = C + 5
-    if BACKEND == "torch":  # an eager step (torch.compile too): refused before any change
-        with pytest.raises(ValueError, match=r"num_classes=7.*No center was changed"):
-            model.train_on_batch([x, bad], y)
-        assert np.array_equal(centers_of(layer), before)
-    elif BACKEND == "tensorflow" and not jit:
-        import tensorflow as tf
-        with pytest.raises(tf.errors.InvalidArgumentError, match=r"num_classes=7"):
-            model.train_on_batch([x, bad], y)
-        assert np.array_equal(centers_of(layer), before)
-    else:
-        # XLA cannot raise: the loss reads NaN (JAX also warns), and the bad
-        # sample is left out of the update.
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            loss = model.train_on_batch([x, bad], y)
-            keras.ops.convert_to_numpy(layer.centers.value)  # wait for the callback
-        assert np.isnan(loss)
-        if BACKEND == "jax":
-            assert any("out-of-range label(s) [12]" in str(w.message) for w in caught)
-        keep = np.arange(B) != 3
-        np.testing.assert_allclose(
-            centers_of(layer), reference.update_centers(y[keep], x[keep], before, ALPHA),
-            rtol=1e-5, atol=1e-6)
-
-
 def test_settings_and_shapes_are_checked():
     with pytest.raises(ValueError, match="alpha"):
         CenterLoss(3, alpha=1.5)
@@ -248,130 +165,11 @@ def test_settings_and_shapes_are_checked():
         layer.centers.assign(np.zeros((4, 3), "float32"))
 
 
-@pytest.mark.skipif(BACKEND != "torch", reason="torch.compile is PyTorch's jit_compile")
-@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "sample_weight"])
-def test_torch_compile_refuses_the_plain_layer(rng, weighted):
-    """Under torch.compile no frame holds fit's sample weights: the layer
-    would update unweighted. Refused, saying what to use, before any change
-    (with or without weights: the layer cannot tell)."""
-    fresh_torch_compile()
-    x = keras.Input((D,), name="x")
-    y = keras.Input((), dtype="int32", name="y")
-    layer = CenterLoss(C, alpha=ALPHA, weight=WEIGHT, name="center")
-    model = keras.Model([x, y], keras.layers.Dense(C)(layer([x, y])))
-    model.compile(keras.optimizers.SGD(0.01),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True)
-    xb, yb = next(batches(rng, 1))
-    before = [keras.ops.convert_to_numpy(v.value).copy() for v in model.variables]
-    weights = rng.uniform(0.5, 2.0, len(yb)).astype("float32") if weighted else None
-    with pytest.raises(NotImplementedError, match="jit_compile=False.*CenterLossModel"):
-        model.fit([xb, yb], yb, sample_weight=weights, batch_size=B, verbose=0)
-    for variable, value in zip(model.variables, before):
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable.value), value)
-
-
-class TestCenterLossModel:
-    """Labels only as targets: fit(x, y), no dummy inputs."""
-
-    def build(self, jit=False):
-        x = keras.Input((D,))
-        hidden = keras.layers.Dense(D, name="embedding")(x)
-        logits = keras.layers.Dense(C)(hidden)
-        backbone = keras.Model(x, [logits, hidden])
-        model = CenterLossModel(backbone, num_classes=C, alpha=ALPHA, weight=WEIGHT)
-        model.compile(keras.optimizers.SGD(0.0),  # frozen backbone: known features
-                      keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["sparse_categorical_accuracy"], jit_compile=jit)
-        features = keras.Model(x, hidden)
-        return model, features
-
-    @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
-    def test_fit_with_targets_only_follows_the_reference(self, rng, jit):
-        model, features = self.build(jit)
-        data = list(batches(rng, 3))
-        x = np.concatenate([b[0] for b in data])
-        y = np.concatenate([b[1] for b in data])
-        history = model.fit(x, y, batch_size=B, shuffle=False, verbose=0)
-        assert "sparse_categorical_accuracy" in history.history
-        expected = np.zeros((C, D), np.float32)
-        for xb, yb in data:
-            expected = reference.update_centers(yb, features.predict(xb, verbose=0), expected, ALPHA)
-        np.testing.assert_allclose(centers_of(model.center_loss), expected, rtol=1e-5, atol=1e-6)
-        after = centers_of(model.center_loss)
-        model.evaluate(x, y, verbose=0)
-        logits, embedding = model.predict(x, verbose=0)
-        assert logits.shape == (len(x), C) and embedding.shape == (len(x), D)
-        assert np.array_equal(centers_of(model.center_loss), after)
-
-    def test_loss_adds_the_center_term(self, rng):
-        model, features = self.build()
-        x, y = next(batches(rng, 1))
-        model.train_on_batch(x, y)
-        x, y = next(batches(rng, 1))
-        centers = centers_of(model.center_loss)
-        softmax = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(
-            y, model.predict(x, verbose=0)[0])
-        term = WEIGHT * reference.center_loss(y, features.predict(x, verbose=0), centers).mean()
-        result = model.evaluate(x, y, verbose=0, return_dict=True)
-        np.testing.assert_allclose(result["loss"], float(softmax) + term, rtol=1e-5)
-
-    def test_keras_file_round_trip_is_exact(self, rng, tmp_path):
-        model, _ = self.build()
-        x, y = next(batches(rng, 1))
-        model.train_on_batch(x, y)
-        model.save(tmp_path / "wrapped.keras")
-        loaded = keras.models.load_model(tmp_path / "wrapped.keras")
-        assert isinstance(loaded, CenterLossModel)
-        assert np.array_equal(centers_of(loaded.center_loss), centers_of(model.center_loss))
-        assert not np.all(centers_of(loaded.center_loss) == 0)
-
-
-@pytest.mark.skipif(BACKEND != "torch", reason="torch's ops, seen by a dispatch mode (TensorFlow: "
-                    "test_keras3_metrics reads the step's graph)")
-def test_torch_step_touches_only_the_batch_rows(rng):
-    """Cost flat in C: in a torch training step, only index_select (the B
-    rows read) and index_add_ (the k rows written) touch the table, and
-    nothing of the step is O(C)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-    classes = 100_000
-    x_in, y_in = keras.Input((D,)), keras.Input((), dtype="int32")
-    layer = CenterLoss(classes, alpha=ALPHA, weight=WEIGHT)
-    model = keras.Model([x_in, y_in], keras.layers.Dense(C)(layer([x_in, y_in])))
-    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    x, y = next(batches(rng, 1))
-    model.train_on_batch([x, y], y)
-    table = layer.centers.value
-    touching, big = [], []
-
-    class Spy(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            tensors = [t for t in keras.tree.flatten((args, kwargs, out)) if hasattr(t, "data_ptr")]
-            if any(t.data_ptr() == table.data_ptr() for t in tensors):
-                touching.append(func.__name__)
-            elif any(t.numel() >= classes for t in tensors):
-                big.append(func.__name__)
-            return out
-
-    before = centers_of(layer)
-    with Spy():
-        model.train_on_batch([x, y], y)
-    assert sorted(set(touching)) == ["index_add_.default", "index_select.default"], touching
-    assert not big, big
-    np.testing.assert_allclose(centers_of(layer), reference.update_centers(y, x, before, ALPHA),
-                               rtol=1e-5, atol=1e-6)
-
-
 K = 4  # gradient_accumulation_steps
 
 
 def trainable_of(model):
     return [keras.ops.convert_to_numpy(v.value).copy() for v in model.trainable_variables]
-
-
-def state_of(model):
-    return [keras.ops.convert_to_numpy(v.value).copy()
-            for v in model.variables + model.optimizer.variables]
 
 
 def accumulating(kind, jit):
@@ -518,123 +316,143 @@ def test_float_labels_are_not_rounded_under_mixed_bfloat16():
         [257, 3], x, np.zeros((300, D), np.float32), ALPHA), rtol=1e-6)
 
 
-class OneOutput(keras.Model):
-    """A subclassed backbone that returns the logits only."""
+class TestFitWeightsReachTheUpdate:
+    """Issue 14 item 1 (Keras 3): fit's sample_weight / class_weight weight the layer's update
+    and its term."""
+
+    @pytest.mark.parametrize("jit", COMPILED, ids=["plain", "jit"])
+    def test_fit_sample_weight(self, rng, jit):
+        model, layer = layer_model(jit)
+        expected = np.zeros((STEP_C, D), np.float32)
+        for _ in range(3):
+            x, y = data(rng)
+            w = rng.uniform(0.5, 2.0, STEP_B).astype("float32")
+            w[1] = 0.0  # a weight-0 sample
+            w[y == y[5]] = 0.0  # a weight-0 class: its center must not move
+            row = centers_of(layer)[y[5]]
+            model.fit([x, y], y, sample_weight=w, batch_size=STEP_B, verbose=0, shuffle=False)
+            expected = reference.update_centers(y, x, expected, ALPHA, w)
+            np.testing.assert_allclose(centers_of(layer), expected, **TOL)
+            np.testing.assert_array_equal(centers_of(layer)[y[5]], row)
+        assert np.abs(expected).sum() > 1  # the rule moved something
+
+    @pytest.mark.parametrize("jit", COMPILED, ids=["plain", "jit"])
+    def test_class_weight(self, rng, jit):
+        model, layer = layer_model(jit)
+        class_weight = {0: 0.0, 1: 2.0, 2: 1.0, 3: 0.5, 4: 1.0}
+        x, y = data(rng)
+        y[:4] = 0  # class 0, at weight 0, is present
+        model.fit([x, y], y, class_weight=class_weight, batch_size=STEP_B, verbose=0)
+        w = np.array([class_weight[k] for k in y], "float32")
+        np.testing.assert_allclose(centers_of(layer), reference.update_centers(
+            y, x, np.zeros((STEP_C, D), np.float32), ALPHA, w), **TOL)
+        assert np.all(centers_of(layer)[0] == 0)
+
+    def test_fit_weights_times_the_weights_input(self, rng):
+        model, layer = layer_model(with_weights=True)
+        x, y = data(rng)
+        w_input = rng.uniform(0.5, 2.0, STEP_B).astype("float32")
+        w_fit = rng.uniform(0.5, 2.0, STEP_B).astype("float32")
+        w_fit[:2] = 0.0
+        model.train_on_batch([x, y, w_input], y, sample_weight=w_fit)
+        np.testing.assert_allclose(centers_of(layer), reference.update_centers(
+            y, x, np.zeros((STEP_C, D), np.float32), ALPHA, w_input * w_fit), **TOL)
+
+    def test_the_term_is_weighted_too(self, rng):
+        model, layer = layer_model()
+        warm(model, rng)
+        centers = centers_of(layer)
+        x, y = data(rng)
+        w = rng.uniform(0.0, 2.0, STEP_B).astype("float32")
+        softmax = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(
+            y, model.predict([x, y], verbose=0), sample_weight=w)
+        # Keras divides a weighted loss by the batch size; so does the term.
+        term = WEIGHT * np.mean(w * reference.center_loss(y, x, centers))
+        loss = model.evaluate([x, y], y, sample_weight=w, verbose=0)
+        np.testing.assert_allclose(loss, float(softmax) + term, rtol=1e-5)
+        np.testing.assert_array_equal(centers_of(layer), centers)
+
+
+class Siamese(keras.Model):
+    """One CenterLoss layer called on two embeddings in `call`."""
 
     def __init__(self):
         super().__init__()
-        self.head = keras.layers.Dense(C)
+        self.center = CenterLoss(STEP_C, alpha=ALPHA, weight=WEIGHT)
+        self.head = keras.layers.Dense(STEP_C)
 
-    def call(self, x):
-        return self.head(x)
+    def call(self, inputs, training=None):
+        a, b, ya, yb = inputs
+        return self.head(keras.ops.concatenate(
+            [self.center([a, ya], training=training), self.center([b, yb], training=training)], 1))
 
 
-class TestBackboneOutputs:
-    """Issue 21 item 7: a backbone must output (logits, embedding); cl says
-    so, naming what it got, before any weight or center changes: at
-    construction where its outputs are known, else at build / first call /
-    first fit."""
+class TestOneLayerTwoEmbeddings:
+    """Issue 14 item 3 (Keras 3): a second call with labels is refused before any update;
+    one call on the concatenated batch is the joint rule."""
 
-    MESSAGE = r"backbone must output \(logits, embedding\); it returned "
+    def test_refused_when_building_a_functional_model(self):
+        a, b = keras.Input((D,)), keras.Input((D,))
+        ya, yb = keras.Input((), dtype="int32"), keras.Input((), dtype="int32")
+        layer = CenterLoss(STEP_C)
+        layer([a, ya])
+        with pytest.raises(ValueError, match="called a second time with labels in a model.*"
+                                             "concatenated along the batch axis"):
+            layer([b, yb])
+        layer(b)  # without labels (inference) it is a pass-through
 
-    def test_known_outputs_refused_at_construction(self):
-        x = keras.Input((D,))
-        logits = keras.layers.Dense(C)(x)
-        one = r"one tensor of shape \(None, 7\)"
-        for backbone, got in [
-                (keras.Model(x, logits), one),
-                (keras.Sequential([keras.Input((D,)), keras.layers.Dense(C)]), one),
-                (keras.Model(x, [logits, x, x]), r"3 outputs of shapes \[\(None, 7\), "
-                                                 r"\(None, 3\), \(None, 3\)\]")]:
-            with pytest.raises(ValueError, match=self.MESSAGE + got):
-                CenterLossModel(backbone, num_classes=C)
+    @pytest.mark.parametrize("jit", COMPILED, ids=["plain", "jit"])
+    def test_refused_in_a_step(self, rng, jit):
+        model = Siamese()
+        model.compile(keras.optimizers.SGD(0.01),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      jit_compile=jit)
+        (xa, ya), (xb, yb) = data(rng), data(rng)
+        model([xa, xb, ya, yb])  # builds it (no training, no update)
+        before = [keras.ops.convert_to_numpy(v.value).copy() for v in model.variables]
+        # torch.compile: refused earlier, for hiding fit's weights
+        error, match = ((NotImplementedError, "torch.compile") if TORCH and jit else
+                        (ValueError, "called a second time with labels in one step"))
+        if TORCH and jit:
+            fresh_torch_compile()
+        with pytest.raises(error, match=match):
+            model.train_on_batch([xa, xb, ya, yb], ya)
+        for v, b in zip(model.variables, before):
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(v.value), b)
 
-    @pytest.mark.parametrize("route", ["fit", "call", "build"])
-    @pytest.mark.parametrize("kind", ["sequential", "subclassed"])
-    def test_unbuilt_refused_before_any_change(self, rng, kind, route):
-        backbone = keras.Sequential([keras.layers.Dense(C)]) if kind == "sequential" \
-            else OneOutput()
-        model = CenterLossModel(backbone, num_classes=C)
-        model.compile(keras.optimizers.SGD(0.1),
+    def test_concatenated_call_is_the_joint_rule(self, rng):
+        (xa, ya), (xb, yb) = data(rng), data(rng)
+        layer = CenterLoss(STEP_C, alpha=ALPHA, weight=WEIGHT)
+        layer.build((None, D))
+        layer.centers.assign(rng.normal(size=(STEP_C, D)).astype("float32"))
+        old = centers_of(layer)
+        x, y = np.concatenate([xa, xb]), np.concatenate([ya, yb])
+        layer([keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y)], training=True)
+        np.testing.assert_allclose(float(layer.losses[0]),
+                                   WEIGHT * reference.center_loss(y, x, old).mean(), rtol=1e-5)
+        np.testing.assert_allclose(centers_of(layer), reference.update_centers(y, x, old, ALPHA),
+                                   **TOL)
+
+
+class TestFreezing:
+    """Issue 14 item 5 (Keras 3): a frozen layer keeps its centers."""
+
+    @pytest.mark.parametrize("how", ["layer", "model"])
+    def test_frozen_layer_keeps_its_centers(self, rng, how):
+        model, layer = layer_model()
+        warm(model, rng)
+        before = centers_of(layer)
+        (layer if how == "layer" else model).trainable = False
+        model.compile(keras.optimizers.SGD(0.01),  # Keras applies trainable at compile
                       keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        x, y = next(batches(rng, 1))
-        with pytest.raises(ValueError, match=self.MESSAGE + r"one tensor of shape \((None|16), 7\)"):
-            if route == "fit":
-                model.fit(x, y, batch_size=B, verbose=0)
-            elif route == "call":
-                model(x)
-            else:
-                model.build((None, D))
-        assert not model.center_loss.built and int(model.optimizer.iterations) == 0
-
-
-def test_int64_labels_beyond_int32(rng):
-    """Issue 21 item 8: JAX without x64 turns an int64 label of 2**32 + 1
-    into class 1 before any layer sees it (the layer cannot tell), and it
-    trains row 1; TensorFlow and PyTorch hand the layer the int64 value, and
-    it is refused. Pinned so that a change in JAX shows here."""
-    model, layer = build(labels_dtype="int64")
-    x, y = next(batches(rng, 1))
-    labels = y.astype("int64")
-    labels[5] = 2 ** 32 + 1
-    assert y[5] != 1
-    if BACKEND != "jax":
-        with pytest.raises(Exception, match="4294967297"):
-            model.train_on_batch([x, labels], y)
-        assert not np.any(centers_of(layer))
-        return
-    import jax
-    if jax.config.jax_enable_x64:
-        pytest.skip("JAX with x64 keeps int64 labels: the layer refuses 2**32 + 1")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # JAX: "int64 ... will be truncated"
-        model.train_on_batch([x, labels], y)
-    arrived = labels.copy()
-    arrived[5] = 1
-    np.testing.assert_allclose(centers_of(layer), reference.update_centers(
-        arrived, x, np.zeros((C, D), np.float32), ALPHA), rtol=1e-5, atol=1e-6)
-
-
-def test_step_reads_what_keras_runs(rng):
-    """Issue 22 item 1: `cl.keras3.step`, the one module using Keras's
-    internals, still reads them: inside fit's step a layer sees the model,
-    fit's sample weights, a token of the forward pass and (JAX) the
-    stateless scope; a model lists its nested layers; a replica's loss
-    share is the loss without a strategy. Fails when Keras changes them."""
-    from cl.keras3 import step
-    seen = []
-
-    class Probe(keras.layers.Layer):
-        def call(self, x):
-            model, weights = step.keras_step()
-            if model is not None:  # not the symbolic calls that build the models
-                seen.append((model, None if weights is None else len(weights.shape),
-                             step.step_token() is not None, step.stateless_scope() is not None))
-            return x
-
-    probe = Probe()
-    inner = keras.Sequential([keras.Input((D,)), probe])
-    model = keras.Sequential([keras.Input((D,)), inner, keras.layers.Dense(1)])
-    model.compile(keras.optimizers.SGD(0.0), "mse")
-    x = rng.normal(size=(B, D)).astype("float32")
-    model.fit(x, np.zeros((B, 1)), sample_weight=np.ones(B, "float32"), batch_size=B, verbose=0)
-    assert seen and all(entry == (model, 1, True, BACKEND == "jax") for entry in seen), seen
-    assert probe in step.layers_of(model)
-    assert float(keras.ops.convert_to_numpy(step.replica_share(2.0))) == 2.0
-    assert step.keras_step() == (None, None)
-
-
-def test_one_table_class_per_backend():
-    """Issue 22 item 1: the running backend's table is a subclass of the one
-    base `cl.keras3.table.Table` (imported, not assembled with type()), in
-    its own module; the no-op defaults live in the base only."""
-    from cl.keras3 import backends, table
-    chosen = backends.table_for(backends.math_backend())
-    kind = type(chosen)
-    assert kind.__bases__ == (table.Table,)
-    assert kind.__module__ == {"tensorflow": "cl.keras3.tf_table", "jax": "cl.keras3.jax_table",
-                               "torch": "cl.keras3.torch_table"}[BACKEND]
-    assert chosen.backend == backends.math_backend()
-    assert not {"after", "hold", "refuse_strategy", "table_options"} & set(vars(kind)) \
-        or BACKEND == "tensorflow"
-    assert {"read", "subtract"} <= set(vars(kind))
+        x, y = data(rng)
+        loss = model.train_on_batch([x, y], y)
+        assert np.isfinite(loss)
+        np.testing.assert_array_equal(centers_of(layer), before)
+        layer.trainable = True
+        model.trainable = True
+        model.compile(keras.optimizers.SGD(0.01),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.train_on_batch([x, y], y)
+        np.testing.assert_allclose(centers_of(layer), reference.update_centers(
+            y, x, before, ALPHA), **TOL)

@@ -1,25 +1,30 @@
-"""cl.keras3 on TensorFlow under tf.distribute.MirroredStrategy (issue 16,
-item 2), with the user's standard Keras code: the layer and
-CenterLossModel built and compiled in strategy.scope(), trained with fit.
+"""`cl.keras3.tf_table`: cl.keras3 on TensorFlow under
+tf.distribute.MirroredStrategy (issue 16, item 2), with the user's standard
+Keras code: the layer and CenterLossModel built and compiled in
+strategy.scope(), trained with fit.
 Against the numpy reference applied to the GLOBAL batch (every replica's
 batch concatenated).
 
 The replicas are 2 logical CPU devices, which must be configured before
 TensorFlow initialises, so tests/scripts/keras3_mirrored_fit.py runs in a
 subprocess, as `python -c` from the folder pytest runs in (so `import cl`
-finds the checkout under test), and reports its worst deviations.
+finds the checkout under test), and reports its worst deviations. Other
+strategies are refused, on every route, before any change. Skipped on the
+other backends.
 """
 
 import json
+import textwrap
 
 import pytest
 from conftest import keras3_or_skip
 from helpers import SUPPORT, run_python, script
 
 keras = keras3_or_skip()
-if keras.backend.backend() != "tensorflow":
-    pytest.skip("tf.distribute is TensorFlow's (KERAS_BACKEND=tensorflow)",
-                allow_module_level=True)
+pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                                reason="tf.distribute is TensorFlow's (KERAS_BACKEND=tensorflow)")
+
+from keras3_steps import TF  # noqa: E402
 
 RUNS = ["layer", "layer_weighted", "model"]
 # float32 rounding against the float64 reference.
@@ -83,3 +88,47 @@ def test_each_replica_reads_its_batch_rows_once(report):
     and once for the global batch's (the update of cl.graph.replicas, as in
     cl.tf2), then scatters once; the loss's rows are not read a second time."""
     assert report["table_ops"] == [["ResourceGather", "ResourceGather", "ResourceScatterSub"]] * 2
+
+
+@pytest.mark.skipif(not TF, reason="tf.distribute is TensorFlow's")
+class TestStrategies:
+    """Issue 14 item 6 (Keras 3): an unsupported strategy (CentralStorageStrategy) is refused
+    on every route before any change; MirroredStrategy is exact (above)."""
+
+    def test_every_route_of_an_unsupported_strategy_refused_before_any_change(self):
+        # MirroredStrategy is exact (tests/eager/test_keras3_tf_table.py);
+        # CentralStorageStrategy would update one table per replica.
+        code = textwrap.dedent("""
+            import numpy as np, tensorflow as tf
+            cpu = tf.config.list_physical_devices("CPU")[0]
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+            import keras
+            from cl.keras3 import CenterLoss, CenterLossModel
+            strategy = tf.distribute.experimental.CentralStorageStrategy(["/cpu:0", "/cpu:1"])
+            def refused(build):
+                try:
+                    build()
+                except NotImplementedError as error:
+                    return "does not support CentralStorageStrategy" in str(error)
+                return False
+            def functional():
+                x, y = keras.Input((3,)), keras.Input((), dtype="int32")
+                keras.Model([x, y], CenterLoss(5)([x, y]))
+            def wrapped():
+                x = keras.Input((3,))
+                CenterLossModel(keras.Model(x, [keras.layers.Dense(5)(x), x]), 5)
+            with strategy.scope():
+                print("functional", refused(functional))
+                print("wrapped", refused(wrapped))
+            layer = CenterLoss(5)  # built outside, called under the strategy
+            layer.build((None, 3))
+            x = tf.ones((4, 3)); y = tf.constant([0, 1, 1, 2])
+            print("run", refused(lambda: strategy.run(
+                tf.function(lambda: layer([x, y], training=True)))))
+            print("unchanged", not np.any(layer.centers.numpy()))
+        """)
+        result = run_python(code)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.split() == ["functional", "True", "wrapped", "True", "run", "True",
+                                         "unchanged", "True"], result.stdout

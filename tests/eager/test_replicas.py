@@ -1,4 +1,4 @@
-"""cl.tf2.CenterLoss under tf.distribute (issue 16, item 1), with the user's
+"""`cl.graph.replicas` for cl.tf2: CenterLoss under tf.distribute (issue 16, item 1), with the user's
 standard TF2 code: made in strategy.scope(), called in strategy.run inside a
 tf.function, data from experimental_distribute_dataset. Against the numpy
 reference applied to the GLOBAL batch (every replica's batch concatenated).
@@ -10,6 +10,7 @@ processes on 127.0.0.1. The scripts are tests/scripts/tf2_*.py, run as
 checkout under test. Each reports its worst deviations, asserted here.
 """
 
+import json
 import re
 
 import pytest
@@ -96,3 +97,60 @@ def test_multi_worker_mirrored_strategy_two_processes():
         assert report["center_dev"] < CENTER_TOLERANCE
         assert report["loss_dev"] < LOSS_TOLERANCE and report["local_loss_dev"] < LOSS_TOLERANCE
         assert report["checkpoint_changed"] and report["checkpoint_restored"]
+
+
+STRATEGY = r"""
+import json
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from cl.tf2 import CenterLoss
+
+labels = tf.constant([0, 1, 1, 2], tf.int32)
+features = tf.constant(np.arange(12, dtype="float32").reshape(4, 3))
+report = {}
+
+def attempt(key, fn):
+    try:
+        fn()
+        report[key] = "ran"
+    except Exception as error:
+        report[key] = f"{type(error).__name__}: {error}"
+
+# CentralStorageStrategy keeps one table but runs the replicas' updates separately.
+strategy = tf.distribute.experimental.CentralStorageStrategy(["/cpu:0", "/cpu:1"])
+def construct():
+    with strategy.scope():
+        CenterLoss(3, 3)
+attempt("scope", construct)
+center = CenterLoss(3, 3)
+center.centers.assign(np.ones((3, 3), "float32"))
+attempt("run", lambda: strategy.run(center, args=(labels, features)))
+attempt("run in tf.function", lambda: tf.function(
+    lambda: strategy.run(center, args=(labels, features)))())
+# Made outside MirroredStrategy's scope: a plain variable its 2 replicas would share.
+mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+attempt("plain table", lambda: tf.function(
+    lambda: mirrored.run(center, args=(labels, features)))())
+report["centers unchanged"] = bool(np.all(center.centers.numpy() == 1))
+print("REPORT", json.dumps(report))
+"""
+
+
+
+def test_unsupported_strategies_and_plain_tables_are_refused_before_any_change():
+    """Issue 14 (cl.tf2): a strategy cl cannot make exact, and a plain table
+    shared by replicas, are refused before any change."""
+    # MirroredStrategy and MultiWorkerMirroredStrategy work: above.
+    result = run_python(STRATEGY)
+    line = [row for row in result.stdout.splitlines() if row.startswith("REPORT ")]
+    assert line, result.stdout[-2000:] + result.stderr[-3000:]
+    report = json.loads(line[0][len("REPORT "):])
+    for key in ("scope", "run", "run in tf.function"):
+        assert report[key].startswith("NotImplementedError: "), (key, report[key])
+        assert "does not support CentralStorageStrategy (2 replicas)" in report[key], report[key]
+        assert "Use tf.distribute.MirroredStrategy, MultiWorkerMirroredStrategy" in report[key]
+    assert report["plain table"].startswith("ValueError"), report["plain table"]
+    assert "plain variable shared by 2 replicas" in report["plain table"]
+    assert report["centers unchanged"]

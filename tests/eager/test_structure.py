@@ -1,7 +1,7 @@
 """The package's shape: layers that import downward only, in the order of
 the one map (docs/design.md), small modules, no module reaching into
-another's private names; the blog's settings. Reads the source only (no
-framework needed)."""
+another's private names; Keras's internals in one module. Reads the source
+only (no framework needed)."""
 
 import ast
 import pathlib
@@ -81,21 +81,6 @@ def test_modules_stay_small_and_private_names_stay_home(name):
     reached = [f"{alias}.{attribute}" for alias, attribute in
                re.findall(r"\b(\w+)\.(_[a-z]\w*)", source) if alias in aliases]
     assert not reached, f"{name} uses other cl modules' private names: {reached}"
-
-
-def test_blog_settings_forward_to_cl_settings():
-    import cl
-    from cl import settings
-    before = cl.NUM_CLASSES
-    try:
-        cl.NUM_CLASSES = 17
-        assert settings.NUM_CLASSES == 17 and cl.NUM_CLASSES == 17
-        assert settings.value_or_default(None, "NUM_CLASSES") == 17
-        assert settings.value_or_default(3, "NUM_CLASSES") == 3
-    finally:
-        cl.NUM_CLASSES = before
-    assert settings.NUM_CLASSES == before
-    assert "NUM_CLASSES" not in vars(cl)  # one value, kept in cl.settings
 
 
 def test_keras_internals_only_in_keras3_step():

@@ -44,7 +44,27 @@ def variable_kind_of(variable):
     return "ref" if variable.dtype._is_ref_dtype else "resource"
 
 
-
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def blog_classes(monkeypatch):
+    """cl.NUM_CLASSES (what the blog's `cl.loss` reads) set to the class count
+    of the Keras 2 test models (tests/support/keras2_models.py)."""
+    from keras2_models import C
+
+    import cl
+    monkeypatch.setattr(cl, "NUM_CLASSES", C)
+
+
+@pytest.fixture(params=["v2", "v1"])
+def control_flow(request):
+    """Builds with TF2's control flow (the default) or TF1's."""
+    if request.param == "v1":
+        tf.compat.v1.disable_control_flow_v2()
+    try:
+        yield request.param
+    finally:
+        tf.compat.v1.enable_control_flow_v2()

@@ -125,49 +125,8 @@ def test_replace_control_inputs(session):
 # A center loss inside a loop or conditional body would update once per
 # iteration (the iterations racing on the table under v1 control flow) or
 # only when a branch runs, and `sess.run(train_op)` alone would never run it.
-# cl refuses it when the graph is built, naming the construct and the fix.
-
-@pytest.fixture(params=["v2", "v1"])
-def control_flow(request):
-    """Builds with TF2's control flow (the default) or TF1's."""
-    if request.param == "v1":
-        tf.compat.v1.disable_control_flow_v2()
-    try:
-        yield request.param
-    finally:
-        tf.compat.v1.enable_control_flow_v2()
-
-
-def _inside(construct, body):
-    x = tf.constant([1.0, 2.0])
-    if construct == "while_loop":
-        tf.while_loop(lambda i: i < 2, lambda i: (body(), i + 1)[1], [0])
-    elif construct == "map_fn":
-        tf.map_fn(lambda e: body() * e, x)
-    elif construct == "cond":
-        tf.cond(x[0] > 0, body, lambda: tf.zeros([4]))
-    elif construct == "case":
-        tf.compat.v1.case([(x[0] > 0, body)], default=lambda: tf.zeros([4]))
-
-
-@pytest.mark.parametrize("construct", ["while_loop", "map_fn", "cond", "case"])
-def test_center_loss_in_a_control_flow_body_is_refused(session, control_flow, construct):
-    import cl
-    labels = tf.compat.v1.placeholder(tf.int64, [4])
-    features = tf.compat.v1.placeholder(tf.float32, [4, 3])
-
-    def body():
-        return cl.center_loss(labels, features, alpha=0.5, num_classes=5)
-
-    with pytest.raises(RuntimeError) as error:
-        _inside(construct, body)
-    message = str(error.value)
-    kind = "loop" if construct in ("while_loop", "map_fn") else "conditional"
-    assert kind in message and "outside" in message, message
-    if kind == "conditional":
-        assert "training=" in message, message
-    assert "disable_v2_behavior" not in message  # the advice that made it worse
-    assert not [v for v in tf.compat.v1.global_variables() if "centers" in v.name]
+# cl refuses it when the graph is built (test_ops.py); `control_flow` (the
+# conftest's fixture) builds with TF2's control flow or TF1's.
 
 
 def test_control_flow_context_canary(session, control_flow):

@@ -1,6 +1,6 @@
 """The graph-mode blocks of README.md and docs/ (```python graph, and
 ```python estimator where TensorFlow has tf.estimator) run as written, one
-program per page (see tests/docs_fences.py)."""
+program per page (see tests/support/docs_fences.py)."""
 
 import docs_fences
 import pytest

@@ -1,7 +1,7 @@
-"""cl.formulas directly: the setting checks, and the paper's loss and update
-as TensorFlow graph ops, against tests/reference.py (cases in
-tests/formula_cases.py). tests/eager/test_formulas.py runs the same
-cases eagerly and on JAX.
+"""`cl.formulas` directly: the setting checks, and the paper's loss and
+update as TensorFlow graph ops, against tests/support/reference.py (cases in
+tests/support/formula_cases.py). tests/eager/test_formulas.py runs the same
+cases eagerly, on JAX and on PyTorch.
 """
 
 import formula_cases as cases
@@ -39,11 +39,6 @@ class TestCheckNumClasses:
     def test_what_names_the_setting(self):
         with pytest.raises(ValueError, match="dim must be an int >= 1; received 0"):
             formulas.check_num_classes(0, what="dim")
-
-
-def test_unknown_backend_is_refused():
-    with pytest.raises(ValueError, match="backend must be"):
-        formulas.per_sample_center_loss(np.ones((1, 2)), np.ones((1, 2)), backend="mxnet")
 
 
 @pytest.mark.parametrize("name", sorted(cases.CASES))

@@ -1,18 +1,23 @@
-"""Keras 2 centers in files (`cl.keras2.files`, `cl.keras2.model_methods`):
-a table saved with another number of classes (or feature size) is refused,
-on every route, before it is used or anything changes."""
+"""`cl.keras2.files`: centers in the files Keras 2 writes. A table saved with
+another number of classes (or feature size) is refused, on every route
+(TF checkpoint, load_weights, set_weights, a file loaded before compile),
+before it is used or anything changes; HDF5 is recognised by its content;
+weights loaded before compile wait for the table.
+"""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import backend, keras
+from helpers import run_python
+from keras2_models import logits_model, session, trained_logits_model
 
 import cl
 
 D_IN, D = 5, 4
 SGD = getattr(keras.optimizers, "legacy", keras.optimizers).SGD
 # Two models in one graph: the second table gets its own name, and says so.
-pytestmark = pytest.mark.filterwarnings("ignore:cl. a centers table .* already exists")
+TWO_TABLES = pytest.mark.filterwarnings("ignore:cl. a centers table .* already exists")
 
 
 def model_with(classes, shards):
@@ -49,6 +54,7 @@ def assert_unchanged(before, after):
         np.testing.assert_array_equal(old, new)
 
 
+@TWO_TABLES
 @pytest.mark.parametrize("saved, declared", [(10, 8), (8, 10)])
 @pytest.mark.parametrize("shards", [None, 2, 3])
 def test_tf_checkpoint_of_another_num_classes_is_refused_before_any_step(tmp_path, rng, shards,
@@ -72,6 +78,7 @@ def test_tf_checkpoint_of_another_num_classes_is_refused_before_any_step(tmp_pat
     assert_unchanged(before, variables_of(target))
 
 
+@TWO_TABLES
 @pytest.mark.parametrize("suffix", ["", ".h5"])
 @pytest.mark.parametrize("saved_shards, shards", [(None, None), (2, 2), (3, 3), (3, None), (None, 2)])
 def test_load_weights_refuses_another_shape_before_anything_changes(tmp_path, rng, suffix,
@@ -90,6 +97,7 @@ def test_load_weights_refuses_another_shape_before_anything_changes(tmp_path, rn
     assert_unchanged(before, variables_of(target))
 
 
+@TWO_TABLES
 def test_set_weights_refuses_centers_of_another_shape_before_anything_changes(rng):
     """Issue 21 item 9: set_weights set the layers, then refused the centers."""
     source = trained(10, None, rng)
@@ -100,6 +108,7 @@ def test_set_weights_refuses_centers_of_another_shape_before_anything_changes(rn
     assert_unchanged(before, variables_of(target))
 
 
+@TWO_TABLES
 @pytest.mark.parametrize("suffix", ["", ".h5"])
 def test_weights_loaded_before_compile_are_refused_at_compile(tmp_path, rng, suffix):
     """Issue 21 item 9: a file loaded before compile waits for the table;
@@ -114,26 +123,66 @@ def test_weights_loaded_before_compile_are_refused_at_compile(tmp_path, rng, suf
         cl.compile_model(target, SGD(0.1), loss=cl.CenterLoss(8, 0.5, partitioner=3))
 
 
-def test_center_metrics_alone_refuse_a_restored_table_of_another_shape(tmp_path, rng):
-    """Issue 21 item 9: center metrics reading a table no loss trains (so no
-    loss checks it) reported distances from a table restored with another
-    shape; their read now waits for the same check."""
-    def metrics_model(classes):
-        inputs = keras.Input([D_IN])
-        embedding = keras.layers.Dense(D, name="embedding")(inputs)
-        logits = keras.layers.Dense(3, name="logits")(embedding)
-        model = keras.Model(inputs, [logits, embedding])
-        def no_loss(y_true, y_pred):  # an output Keras builds metrics for, no cl loss
-            return 0.0 * tf.reduce_sum(y_pred, axis=-1)
+@pytest.mark.usefixtures("blog_classes")
+class TestHDF5ByContent:
+    """No silent route (issue 8, case 11): an HDF5 file without the .h5 suffix carries the centers."""
 
-        model.compile(SGD(0.1), loss={"logits": cl.SparseSoftmaxLoss(), "embedding": no_loss},
-                      metrics={"embedding": cl.center_metrics(cl.CenterLoss(classes))})
-        cl.initialize(model)
-        return model
+    @pytest.mark.parametrize("how", ["keyword", "positional", "HDF5"])
+    def test_h5_without_suffix(self, rng, tmp_path, how):
+        model, trained = trained_logits_model(rng)
+        path = str(tmp_path / "weights.best")
+        if how == "positional":
+            model.save_weights(path, True, "h5")
+        else:
+            model.save_weights(path, save_format="h5" if how == "keyword" else "HDF5")
+        fresh = logits_model()
+        cl.compile_model(fresh, "sgd")
+        fresh.load_weights(path)
+        np.testing.assert_array_equal(session().run(cl.centers_of(fresh)[0]), trained)
 
-    path = tf.train.Checkpoint(model=metrics_model(10)).write(str(tmp_path / "ckpt"))
-    target = metrics_model(8)
-    tf.train.Checkpoint(model=target).read(path).run_restore_ops(backend.get_session())
-    x, y = rng.normal(size=[6, D_IN]).astype(np.float32), np.arange(6) % 3
-    with pytest.raises(tf.errors.InvalidArgumentError, match=rf"declared \[8, {D}\].*holds\] \[10 {D}\]"):
-        target.evaluate(x, {"logits": y, "embedding": y}, verbose=0)
+
+@pytest.mark.usefixtures("blog_classes")
+class TestLoadBeforeCompile:
+    """No silent route (issue 8, case 12): HDF5 weights loaded before compile reach the table made at
+    compile."""
+
+    def test_h5_load_weights_before_compile(self, rng, tmp_path):
+        model, trained = trained_logits_model(rng)
+        model.save_weights(str(tmp_path / "w.h5"))
+        fresh = logits_model()
+        fresh.load_weights(str(tmp_path / "w.h5"))
+        model.compile("sgd", loss=cl.loss)  # plain compile, then the new one
+        fresh.compile("sgd", loss=cl.loss)
+        np.testing.assert_array_equal(session().run(cl.centers_of(fresh)[0]), trained)
+
+    def test_blog_script_loads_h5_weights_before_compiling_cl_loss(self, tmp_path):
+        """Blog style: Keras imported first, `cl.loss` only, load then compile."""
+        path = str(tmp_path / "w.h5")
+        script = (
+            "import sys, numpy as np, tensorflow as tf\n"
+            "tf.compat.v1.disable_eager_execution()\n"
+            "try:\n    import tf_keras as keras\nexcept ImportError:\n    from tensorflow import keras\n"
+            "import cl\n"
+            "cl.NUM_CLASSES = 4\n"
+            "def build():\n"
+            "    inputs = keras.Input((6,))\n"
+            "    return keras.Model(inputs, keras.layers.Dense(4)(inputs))\n"
+            "rng = np.random.default_rng(0)\n"
+            "x = rng.normal(size=(16, 6)).astype('float32'); y = np.eye(4)[rng.integers(0, 4, 16)]\n"
+            "session = cl.compat.keras_backend().get_session\n"
+            "if sys.argv[1] == 'save':\n"
+            "    model = build(); model.compile('sgd', loss=cl.loss)\n"
+            "    model.fit(x, y, verbose=0)\n"
+            "    model.save_weights(sys.argv[2])\n"
+            "    print('CENTERS', float(np.abs(session().run(cl.get_centers())).sum()))\n"
+            "else:\n"
+            "    model = build(); model.load_weights(sys.argv[2])\n"
+            "    model.compile('sgd', loss=cl.loss)\n"
+            "    model.predict(x)\n"
+            "    print('CENTERS', float(np.abs(session().run(cl.get_centers())).sum()))\n")
+        saved, loaded = (run_python(script, step, path) for step in ("save", "load"))
+        assert "CENTERS" in saved.stdout, saved.stderr[-3000:]
+        assert "CENTERS" in loaded.stdout, loaded.stderr[-3000:]
+        total = float(saved.stdout.split("CENTERS ")[1].split()[0])
+        assert total > 0
+        assert float(loaded.stdout.split("CENTERS ")[1].split()[0]) == total

@@ -1,4 +1,9 @@
-"""cl.center_loss and the blog's names, against the numpy reference."""
+"""`cl.ops`: cl.center_loss and the blog's names (softmax_loss, loss,
+softmax_center_loss, categorical_accuracy, get_centers), against the numpy
+reference: the update, the loss and its gradient, given and named tables,
+settings, NaN samples, 16-bit features, the blog's lambda, graph mode only,
+`sample_weight`, and the refusal inside a loop or conditional body.
+"""
 
 import re
 
@@ -7,27 +12,15 @@ import pytest
 import reference
 import tensorflow as tf
 from conftest import variable_kind_of
+from graph_batches import B, C, D, batch, placeholders
 from helpers import run_python
 
 import cl
 
-C, D, B = 9, 4, 24
-
-
-def placeholders(dim=D, label_dtype=tf.int32):
-    labels = tf.compat.v1.placeholder(label_dtype, [None], name="labels")
-    features = tf.compat.v1.placeholder(tf.float32, [None, dim], name="features")
-    return labels, features
-
-
-def batch(rng, size=B, num_present=C - 2):
-    """Labels with duplicates from the first classes only (the rest absent)."""
-    labels = rng.integers(0, num_present, size)
-    features = (rng.normal(size=(size, D)) + 3 * labels[:, None]).astype(np.float32)
-    return labels, features
-
 
 class TestCenterUpdate:
+    """The paper's update, step by step."""
+
     def test_many_steps_match_the_paper(self, session, variable_kind, rng):
         labels, features = placeholders()
         loss = cl.center_loss(labels, features, alpha=0.5, num_classes=C)
@@ -84,6 +77,9 @@ class TestCenterUpdate:
 
 
 class TestLossAndGradient:
+    """Per-sample loss and its gradient; the table is not trainable and gets no
+    optimizer slots; float64 features stay float64."""
+
     def test_per_sample_values_shape_and_gradient(self, session, rng):
         labels, features = placeholders()
         loss = cl.center_loss(labels, features, alpha=0.5, num_classes=C)
@@ -129,45 +125,8 @@ class TestLossAndGradient:
         assert cl.get_centers().dtype.base_dtype == tf.float32
 
 
-class TestReuse:
-    def test_second_call_reuses_the_table(self, session, rng):
-        """A second, reading call (an evaluation tower) shares the table; a
-        second updating call is refused (tests/graph_mode/test_ties.py)."""
-        labels, features = placeholders()
-        first = cl.center_loss(labels, features, alpha=0.5, num_classes=C)
-        second = cl.center_loss(labels, features, alpha=0.5, num_classes=C, training=False)
-        tables = [v for v in tf.compat.v1.global_variables() if "centers" in v.name]
-        assert [v.name for v in tables] == ["center_loss/centers:0"]
-        session.run(tf.compat.v1.global_variables_initializer())
-        y, x = batch(rng)
-        session.run(first, {labels: y, features: x})
-        once = reference.update_centers(y, x, np.zeros((C, D)), 0.5)
-        np.testing.assert_allclose(session.run(second, {labels: y, features: x}),
-                                   reference.center_loss(y, x, once), rtol=1e-5)
-        np.testing.assert_allclose(session.run(tables[0]), once, rtol=1e-5)
-
-    def test_differently_configured_losses_get_separate_tables(self, session):
-        labels, features = placeholders()
-        cl.center_loss(labels, features, alpha=0.5, num_classes=C, name="faces")
-        cl.center_loss(labels, features, alpha=0.1, num_classes=C + 1, name="speakers")
-        shapes = {v.name: v.shape.as_list() for v in tf.compat.v1.global_variables()}
-        assert shapes == {"faces/centers:0": [C, D], "speakers/centers:0": [C + 1, D]}
-
-    def test_other_shape_under_same_name_is_an_error(self, session):
-        labels, features = placeholders()
-        cl.center_loss(labels, features, alpha=0.5, num_classes=C)
-        with pytest.raises(ValueError, match=r"has shape \(9, 4\).*needs \[10, 4\]"):
-            cl.center_loss(labels, features, alpha=0.5, num_classes=C + 1, training=False)
-
-    def test_tf1_towers_in_variable_scopes(self, session):
-        labels, features = placeholders()
-        for tower in ("tower_a", "tower_b"):
-            with tf.compat.v1.variable_scope(tower):
-                cl.center_loss(labels, features, alpha=0.5, num_classes=C)
-        with tf.compat.v1.variable_scope("tower_a", reuse=True):
-            cl.center_loss(labels, features, alpha=0.5, num_classes=C, training=False)
-        assert sorted(v.name for v in tf.compat.v1.global_variables()) == [
-            "tower_a/center_loss/centers:0", "tower_b/center_loss/centers:0"]
+class TestGivenAndNamedTables:
+    """A table given as `centers=`, and `get_centers` by name."""
 
     def test_explicit_centers_are_shared_on_purpose(self, session):
         labels, features = placeholders()
@@ -186,54 +145,9 @@ class TestReuse:
         assert cl.get_centers("faces").name == "faces/centers:0"
 
 
-class TestBadLabels:
-    def run_and_expect_error(self, session, loss, feed, pattern):
-        session.run(tf.compat.v1.global_variables_initializer())
-        centers = cl.get_centers()
-        start = np.arange(C * D, dtype=np.float32).reshape(C, D)
-        session.run(centers.assign(start))
-        with pytest.raises(tf.errors.InvalidArgumentError) as error:
-            session.run(loss, feed)
-        assert re.search(pattern, error.value.message, re.S), error.value.message
-        assert np.array_equal(session.run(centers), start)
-
-    def test_label_too_large(self, session, variable_kind):
-        labels, features = placeholders()
-        loss = cl.center_loss(labels, features, alpha=0.5, num_classes=C)
-        y = np.array([0, 1, 12, 2])
-        self.run_and_expect_error(
-            session, loss, {labels: y, features: np.ones((4, D), np.float32)},
-            r"\[0, num_classes=9\).*\[12\].*at batch position.*\[2\]")
-
-    def test_negative_label(self, session):
-        labels, features = placeholders()
-        loss = cl.center_loss(labels, features, alpha=0.5, num_classes=C)
-        self.run_and_expect_error(
-            session, loss, {labels: [3, -1], features: np.ones((2, D), np.float32)},
-            r"num_classes=9.*\[-1\].*\[1\]")
-
-    def test_label_count_differs_from_batch(self, session):
-        labels, features = placeholders()
-        loss = cl.center_loss(labels, features, alpha=0.5, num_classes=C)
-        self.run_and_expect_error(
-            session, loss, {labels: [1, 2, 3], features: np.ones((2, D), np.float32)},
-            r"same batch size; received labels of batch size\W*3\W*and features of batch size\W*2")
-
-    def test_static_shape_and_dtype_errors(self, session):
-        features = tf.zeros([4, D])
-        with pytest.raises(ValueError, match=r"same batch size.*\(3,\).*\(4, 4\)"):
-            cl.center_loss(tf.zeros([3], tf.int32), features, alpha=0.5, num_classes=C)
-        with pytest.raises(ValueError, match=r"shape \[batch\] \(class ids\); received shape \(4, 9\)"):
-            cl.center_loss(tf.zeros([4, C], tf.int32), features, alpha=0.5, num_classes=C)
-        with pytest.raises(TypeError, match="int32 or int64.* received float32"):
-            cl.center_loss(tf.zeros([4]), features, alpha=0.5, num_classes=C)
-        with pytest.raises(TypeError, match="features must be float.*received int32"):
-            cl.center_loss(tf.zeros([4], tf.int32), tf.zeros([4, D], tf.int32),
-                           alpha=0.5, num_classes=C)
-        assert tf.compat.v1.global_variables() == []
-
-
 class TestSettings:
+    """alpha and num_classes, checked when the graph is built."""
+
     @pytest.mark.parametrize("alpha", [-0.1, 1.5, "0.5", True])
     def test_alpha_outside_0_1(self, session, alpha):
         with pytest.raises(ValueError, match=re.escape(f"received {alpha!r}")):
@@ -245,33 +159,10 @@ class TestSettings:
             cl.center_loss(tf.zeros([2], tf.int32), tf.zeros([2, D]), alpha=0.5,
                            num_classes=num_classes)
 
-    @pytest.mark.parametrize("shape", [[2], [2, 3, D]])
-    def test_features_rank(self, session, shape):
-        with pytest.raises(ValueError, match=r"\[batch, dim\]; received shape.*rank"):
-            cl.center_loss(tf.zeros([2], tf.int32), tf.zeros(shape), alpha=0.5, num_classes=C)
-
-    def test_unknown_feature_dim(self, session):
-        features = tf.compat.v1.placeholder(tf.float32, [None, None])
-        with pytest.raises(ValueError, match="feature dimension must be known"):
-            cl.center_loss(tf.zeros([2], tf.int32), features, alpha=0.5, num_classes=C)
-
-    def test_package_constants_are_read_at_call_time(self, session, monkeypatch):
-        monkeypatch.setattr(cl, "NUM_CLASSES", 5)
-        monkeypatch.setattr(cl, "ALPHA", 1.0)
-        loss = cl.center_loss(tf.constant([2]), tf.constant([[2.0, 4.0]]))
-        session.run(tf.compat.v1.global_variables_initializer())
-        session.run(loss)
-        centers = session.run(cl.get_centers())
-        assert centers.shape == (5, 2)
-        np.testing.assert_array_equal(centers[2], [1.0, 2.0])  # alpha 1, n 1: x / 2
-
-    def test_uninitialised_centers_say_what_to_run(self, session):
-        loss = cl.center_loss(tf.constant([1]), tf.ones([1, D]), alpha=0.5, num_classes=C)
-        with pytest.raises(tf.errors.InvalidArgumentError, match="global_variables_initializer"):
-            session.run(loss)
-
 
 class TestNonFinite:
+    """A NaN/Inf sample gets a NaN/Inf loss and never reaches the centers."""
+
     @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
     def test_never_reaches_centers(self, session, rng, bad):
         labels, features = placeholders()
@@ -294,6 +185,8 @@ class TestNonFinite:
 
 
 class TestMixedPrecision:
+    """16-bit features: float32 centers and loss."""
+
     @pytest.mark.parametrize("dtype", [tf.float16, tf.bfloat16])
     def test_16_bit_features(self, session, rng, dtype):
         labels = tf.compat.v1.placeholder(tf.int32, [None])
@@ -323,6 +216,8 @@ class TestMixedPrecision:
 
 
 class TestBlogNames:
+    """The blog's names and constants."""
+
     def test_softmax_loss_per_sample(self, session, rng):
         logits = rng.normal(size=(B, C)).astype(np.float32)
         y = rng.integers(0, C, B)
@@ -403,6 +298,8 @@ class TestBlogLambda:
 
 
 class TestGraphModeOnly:
+    """Graph mode only: refused inside tf.function and with eager execution."""
+
     def test_inside_tf_function_is_refused(self, session):
         @tf.function
         def step():
@@ -420,16 +317,75 @@ class TestGraphModeOnly:
         assert "REFUSED center_loss was called with eager execution enabled" in result.stdout, \
             result.stderr[-2000:]
 
-
-class TestSelfTest:
-    @pytest.mark.parametrize("preamble,kind", [
-        ("", "resource"), ("tf.compat.v1.disable_v2_behavior()", "ref")])
-    def test_python_m_cl_passes(self, preamble, kind):
+    @pytest.mark.usefixtures("blog_classes")
+    def test_eager_keras_compile_is_refused(self):
         result = run_python(
-            "import sys, tensorflow as tf\n"
-            f"{preamble}\n"
-            "import cl.selftest as selftest\n"
-            "sys.exit(selftest.main())\n")
-        assert result.returncode == 0, result.stdout + result.stderr[-2000:]
-        assert result.stdout.strip().endswith("PASS")
-        assert f"centers: {kind} variable" in result.stdout
+            "import cl.compat\n"
+            "keras = cl.compat.keras_module()\n"
+            "import numpy as np\n"
+            "cl_model = keras.Sequential([keras.layers.Dense(4, input_shape=(3,))])\n"
+            "import cl\n"
+            "cl.NUM_CLASSES = 4\n"
+            "cl_model.compile('adam', loss=cl.loss)\n"
+            "try:\n"
+            "    cl_model.fit(np.zeros((4, 3)), np.eye(4), verbose=0)\n"
+            "except Exception as e:\n"
+            "    print('REFUSED', e)\n")
+        assert "REFUSED" in result.stdout and "disable_eager_execution" in result.stdout, \
+            result.stdout + result.stderr[-3000:]
+
+
+@pytest.mark.usefixtures("blog_classes")
+class TestSampleWeight:
+    """No silent route (issue 8, case 05): `sample_weight` weights the raw TF1 update."""
+
+    def test_raw_tf1_weighted_rule_over_many_steps(self, session, rng):
+        labels = tf.compat.v1.placeholder(tf.int32, [None])
+        features = tf.compat.v1.placeholder(tf.float32, [None, 3])
+        weights = tf.compat.v1.placeholder(tf.float32, [None])
+        loss = cl.center_loss(labels, features, alpha=0.5, num_classes=5, sample_weight=weights)
+        session.run(tf.compat.v1.global_variables_initializer())
+        centers = np.zeros((5, 3))
+        for _ in range(15):
+            y = rng.integers(0, 3, 12)  # classes 3, 4 absent; duplicates
+            x = rng.normal(size=(12, 3))
+            w = rng.choice([0.0, 0.5, 1.0, 2.0], 12)
+            session.run(loss, {labels: y, features: x, weights: w})
+            centers = reference.update_centers(y, x, centers, 0.5, w)
+        np.testing.assert_allclose(session.run(cl.get_centers()), centers, rtol=1e-5, atol=1e-6)
+        assert not np.any(centers[3:])
+
+
+def _inside(construct, body):
+    x = tf.constant([1.0, 2.0])
+    if construct == "while_loop":
+        tf.while_loop(lambda i: i < 2, lambda i: (body(), i + 1)[1], [0])
+    elif construct == "map_fn":
+        tf.map_fn(lambda e: body() * e, x)
+    elif construct == "cond":
+        tf.cond(x[0] > 0, body, lambda: tf.zeros([4]))
+    elif construct == "case":
+        tf.compat.v1.case([(x[0] > 0, body)], default=lambda: tf.zeros([4]))
+
+
+@pytest.mark.parametrize("construct", ["while_loop", "map_fn", "cond", "case"])
+def test_center_loss_in_a_control_flow_body_is_refused(session, control_flow, construct):
+    """Issue 21 item 3: inside a loop or conditional body a center loss would
+    update once per iteration or only when a branch runs; refused when the
+    graph is built, naming the construct and the fix."""
+    import cl
+    labels = tf.compat.v1.placeholder(tf.int64, [4])
+    features = tf.compat.v1.placeholder(tf.float32, [4, 3])
+
+    def body():
+        return cl.center_loss(labels, features, alpha=0.5, num_classes=5)
+
+    with pytest.raises(RuntimeError) as error:
+        _inside(construct, body)
+    message = str(error.value)
+    kind = "loop" if construct in ("while_loop", "map_fn") else "conditional"
+    assert kind in message and "outside" in message, message
+    if kind == "conditional":
+        assert "training=" in message, message
+    assert "disable_v2_behavior" not in message  # the advice that made it worse
+    assert not [v for v in tf.compat.v1.global_variables() if "centers" in v.name]

@@ -2,7 +2,7 @@
 K.set_learning_phase(0) stops the center update, as without a strategy; and
 a second model compiled with cl.loss in the same graph gets its own table.
 
-Run by tests/graph_mode/test_keras2_strategy_routes.py in a subprocess (logical
+Run by tests/graph_mode/test_keras2_state.py in a subprocess (logical
 devices must be set before TensorFlow initialises). Prints one RESULT line.
 """
 

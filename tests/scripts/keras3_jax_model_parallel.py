@@ -14,7 +14,7 @@ split by rows on the model axis (`layout_map[".*centers"] = ("model", None)`):
   callback, and a bad label still warns (RuntimeWarning naming it), gives
   a NaN loss and is left out of the update.
 
-Run by tests/eager/test_keras3_model_parallel.py in a subprocess (the device
+Run by tests/eager/test_keras3_jax_table.py in a subprocess (the device
 count and the HLO dump folder must be set before JAX initialises); the
 test counts XLA's rematerialisation warnings in this process's stderr
 (shown with TF_CPP_MIN_LOG_LEVEL <= 1):

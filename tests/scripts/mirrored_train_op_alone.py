@@ -2,7 +2,7 @@
 at build time: `session.run(train_op)` alone moves every copy of the table
 once per run, by the rule on the global batch.
 
-Run by tests/graph_mode/test_train_routes.py in a subprocess (logical devices must
+Run by tests/graph_mode/test_ties.py in a subprocess (logical devices must
 be set before TensorFlow initialises). Prints one RESULT line.
 """
 

@@ -15,6 +15,7 @@ import sys
 
 SUPPORT = os.path.dirname(os.path.abspath(__file__))
 TESTS = os.path.dirname(SUPPORT)
+ROOT = os.path.dirname(TESTS)
 
 
 def run_python(code, *args, env=None, timeout=300):
@@ -22,6 +23,15 @@ def run_python(code, *args, env=None, timeout=300):
     full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
                           text=True, env=full_env, timeout=timeout)
+
+
+def run_checked(*args, timeout=300):
+    """Runs `python *args` from the repository root; asserts it exits 0;
+    returns CompletedProcess."""
+    result = subprocess.run([sys.executable, *args], capture_output=True, text=True,
+                            timeout=timeout, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
 
 
 def script(name):
@@ -74,7 +84,7 @@ def run_workers(source, timeout=180):
 TORCH_COMPILED_LAYER = (
     "torch.compile (jit_compile=True on PyTorch) hides fit's sample weights from the "
     "plain CenterLoss layer, so cl refuses it there (tested by "
-    "test_keras3.py::test_torch_compile_refuses_the_plain_layer)")
+    "test_keras3_torch_table.py::test_torch_compile_refuses_the_plain_layer)")
 
 
 def skip_torch_compiled_layer(backend, jit):
