@@ -24,7 +24,7 @@ help:
 	@echo "make demo      train on sklearn digits, write out/demo/{features.png,metrics.csv}"
 	@echo "make test      create $(VENV) if missing and run the tests (TF=$(TF))"
 	@echo "make test TF=2.15   the same on TensorFlow 2.15"
-	@echo "make test-jax  create $(JAX_VENV) if missing and run tests/v2 on Keras 3 + JAX"
+	@echo "make test-jax  create $(JAX_VENV) if missing and run tests/eager on Keras 3 + JAX"
 	@echo "make test-torch  the same on Keras 3 + PyTorch (CPU), in $(JAX_VENV)"
 	@echo "make selftest  python -m cl"
 	@echo "make lint      ruff"
@@ -52,22 +52,23 @@ $(JAX_STAMP): requirements/jax.txt requirements/dev.txt setup.py pyproject.toml
 
 venv-jax: $(JAX_STAMP)
 
-# Two pytest processes: tests/graph turns eager execution off process-wide,
-# tests/v2 needs it on. Both must pass, and so must collect tests: exit code
-# 5 (nothing collected) is a failure everywhere. tests/v2 always has tests to
-# run: the TF2 ones wherever TensorFlow is (both TF lines), the Keras 3 ones
-# where Keras 3 is (TF 2.21, JAX); nothing collected means a broken set-up.
+# Two pytest processes: tests/graph_mode turns eager execution off
+# process-wide, tests/eager needs it on. Both must pass, and so must collect
+# tests: exit code 5 (nothing collected) is a failure everywhere. tests/eager
+# always has tests to run: the TF2 ones wherever TensorFlow is (both TF
+# lines), the Keras 3 ones where Keras 3 is (TF 2.21, JAX); nothing collected
+# means a broken set-up.
 # Where Keras 3 is pinned (TF 2.21, JAX), its tests must not skip for want of it.
 test: venv
-	@$(BIN)/python -m pytest tests/graph; graph=$$?; \
-	CL_REQUIRE_KERAS3=$(if $(filter 2.15,$(TF)),,1) $(BIN)/python -m pytest tests/v2; v2=$$?; \
-	test $$graph -eq 0 && test $$v2 -eq 0
+	@$(BIN)/python -m pytest tests/graph_mode; graph=$$?; \
+	CL_REQUIRE_KERAS3=$(if $(filter 2.15,$(TF)),,1) $(BIN)/python -m pytest tests/eager; eager=$$?; \
+	test $$graph -eq 0 && test $$eager -eq 0
 
 test-jax: venv-jax
-	CL_REQUIRE_KERAS3=1 KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest tests/v2
+	CL_REQUIRE_KERAS3=1 KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest tests/eager
 
 test-torch: venv-jax
-	CL_REQUIRE_KERAS3=1 KERAS_BACKEND=torch $(JAX_VENV)/bin/python -m pytest tests/v2
+	CL_REQUIRE_KERAS3=1 KERAS_BACKEND=torch $(JAX_VENV)/bin/python -m pytest tests/eager
 
 selftest: venv
 	$(BIN)/python -m cl

@@ -5,10 +5,10 @@ so predict gives the features each step used: every copy of the table
 follows the rule on the global batch, evaluate and predict leave it alone,
 and a TF-format checkpoint carries it.
 
-Run by tests/graph/test_distribute.py in a subprocess (logical devices must
-be set before TensorFlow initialises), one case per process; argv: the tests
-folder, the case ("v2-classes", "v1-blog", "v2-blog-weighted" ...). Prints
-one RESULT line.
+Run by tests/graph_mode/test_replicas.py in a subprocess (logical devices must
+be set before TensorFlow initialises), one case per process; argv: the
+tests/support folder, the case ("v2-classes", "v1-blog", "v2-blog-weighted"
+...). Prints one RESULT line.
 """
 
 import json
@@ -22,7 +22,7 @@ import tensorflow as tf
 tf.compat.v1.disable_eager_execution()
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-sys.path.insert(0, sys.argv[1])  # tests/, for the numpy reference
+sys.path.insert(0, sys.argv[1])  # tests/support: the numpy reference
 import reference  # noqa: E402
 
 import cl  # noqa: E402

@@ -2,7 +2,7 @@
 that cannot be exact are refused, and the table is left as it was. One table
 used by two outputs is refused at fit; center metrics at compile.
 
-Run by tests/graph/test_distribute.py in a subprocess (logical devices must
+Run by tests/graph_mode/test_replicas.py in a subprocess (logical devices must
 be set before TensorFlow initialises); argv: the case
 ("one_table_two_outputs" or "center_metrics"). Prints one RESULT line.
 """

@@ -4,8 +4,8 @@ its slice of each global batch, so the global batch of step s is rows
 [s*B, (s+1)*B) of x. Both workers' tables end bitwise equal, by the rule on
 those global batches; a class that never appears keeps a zero center.
 
-Run by tests/graph/test_distribute.py as 2 processes on 127.0.0.1; argv:
-task index, comma-separated ports, the tests folder. Prints one RESULT line.
+Run by tests/graph_mode/test_replicas.py as 2 processes on 127.0.0.1; argv:
+task index, comma-separated ports, the tests/support folder. Prints one RESULT line.
 """
 
 import hashlib
@@ -15,8 +15,7 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, sys.argv[3])  # tests/, for the numpy reference
-sys.path.insert(0, os.path.join(sys.argv[3], "scripts"))
+sys.path.insert(0, sys.argv[3])  # tests/support: the numpy reference, the script helpers
 from multi_worker import join_cluster  # noqa: E402
 
 join_cluster(sys.argv)  # TF_CONFIG: before TensorFlow starts

@@ -2,7 +2,7 @@
 K.set_learning_phase(0) stops the center update, as without a strategy; and
 a second model compiled with cl.loss in the same graph gets its own table.
 
-Run by tests/graph/test_keras2_strategy_routes.py in a subprocess (logical
+Run by tests/graph_mode/test_keras2_state.py in a subprocess (logical
 devices must be set before TensorFlow initialises). Prints one RESULT line.
 """
 
@@ -17,7 +17,7 @@ tf.compat.v1.disable_eager_execution()
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-sys.path.insert(0, sys.argv[2])  # tests/, for the numpy reference
+sys.path.insert(0, sys.argv[2])  # tests/support: the numpy reference
 import reference  # noqa: E402
 
 import cl  # noqa: E402

@@ -4,10 +4,10 @@ devices: `cl.keras3.CenterLoss` (in a functional model) and
 after every step, and the compiled train step communicates nothing
 proportional to the number of classes C.
 
-Run by tests/v2/test_keras3_data_parallel.py in a subprocess (the device
+Run by tests/eager/test_keras3_jax_table.py in a subprocess (the device
 count and the HLO dump folder must be set before JAX initialises):
 
-    KERAS_BACKEND=jax python keras3_jax_data_parallel.py <tests dir> <dump dir>
+    KERAS_BACKEND=jax python keras3_jax_data_parallel.py <tests/support> <dump dir>
 
 The embedding is the model's input (an Identity layer), so the features of
 each step are known; a small trainable head (3 outputs, not C) gives the
@@ -29,8 +29,7 @@ import jax  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, sys.argv[1])  # tests/, for the numpy reference
-sys.path.insert(0, os.path.join(sys.argv[1], "scripts"))
+sys.path.insert(0, sys.argv[1])  # tests/support: the numpy reference, the script helpers
 import keras3_models  # noqa: E402
 import reference  # noqa: E402
 from hlo import collectives, compiled_steps  # noqa: E402

@@ -14,12 +14,12 @@ split by rows on the model axis (`layout_map[".*centers"] = ("model", None)`):
   callback, and a bad label still warns (RuntimeWarning naming it), gives
   a NaN loss and is left out of the update.
 
-Run by tests/v2/test_keras3_model_parallel.py in a subprocess (the device
+Run by tests/eager/test_keras3_jax_table.py in a subprocess (the device
 count and the HLO dump folder must be set before JAX initialises); the
 test counts XLA's rematerialisation warnings in this process's stderr
 (shown with TF_CPP_MIN_LOG_LEVEL <= 1):
 
-    KERAS_BACKEND=jax TF_CPP_MIN_LOG_LEVEL=1 python keras3_jax_model_parallel.py <tests dir> <dump dir>
+    KERAS_BACKEND=jax TF_CPP_MIN_LOG_LEVEL=1 python keras3_jax_model_parallel.py <tests/support> <dump dir>
 
 Prints one RESULT line (JSON).
 """
@@ -40,8 +40,7 @@ import jax  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, sys.argv[1])  # tests/, for the numpy reference
-sys.path.insert(0, os.path.join(sys.argv[1], "scripts"))
+sys.path.insert(0, sys.argv[1])  # tests/support: the numpy reference, the script helpers
 import keras3_models  # noqa: E402
 import reference  # noqa: E402
 from hlo import collectives, compiled_steps  # noqa: E402

@@ -10,8 +10,8 @@ round trip restores every copy; OneDeviceStrategy takes the one-device
 path; other strategies are refused; each replica reads its copy once for
 its batch's rows and once for the global batch's.
 
-Run by tests/v2/test_keras3_distribute.py in a subprocess (logical devices
-must be set before TensorFlow initialises); argv: the tests folder. Prints
+Run by tests/eager/test_keras3_tf_table.py in a subprocess (logical devices
+must be set before TensorFlow initialises); argv: the tests/support folder. Prints
 one RESULT line.
 """
 
@@ -25,7 +25,7 @@ import tensorflow as tf
 
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-sys.path.insert(0, sys.argv[1])  # tests/, for the numpy reference
+sys.path.insert(0, sys.argv[1])  # tests/support: the numpy reference
 import keras  # noqa: E402
 import reference  # noqa: E402
 

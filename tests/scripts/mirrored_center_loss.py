@@ -3,13 +3,12 @@ every copy of the table follows the paper's rule on the global batch, the
 losses use the pre-update centers, training=False freezes the table, no op
 reads a whole copy; and the cases that cannot be exact are refused.
 
-Run by tests/graph/test_distribute.py in a subprocess (logical devices must
-be set before TensorFlow initialises); argv: the tests folder. Prints one
+Run by tests/graph_mode/test_replicas.py in a subprocess (logical devices must
+be set before TensorFlow initialises); argv: the tests/support folder. Prints one
 RESULT line.
 """
 
 import json
-import os
 import sys
 
 import numpy as np
@@ -18,8 +17,7 @@ import tensorflow as tf
 tf.compat.v1.disable_eager_execution()
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-sys.path.insert(0, sys.argv[1])  # tests/, for the numpy reference
-sys.path.insert(0, os.path.join(sys.argv[1], "scripts"))
+sys.path.insert(0, sys.argv[1])  # tests/support: the numpy reference, the script helpers
 import reference  # noqa: E402
 import replica_batches  # noqa: E402
 

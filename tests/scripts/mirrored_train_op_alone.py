@@ -2,7 +2,7 @@
 at build time: `session.run(train_op)` alone moves every copy of the table
 once per run, by the rule on the global batch.
 
-Run by tests/graph/test_train_routes.py in a subprocess (logical devices must
+Run by tests/graph_mode/test_ties.py in a subprocess (logical devices must
 be set before TensorFlow initialises). Prints one RESULT line.
 """
 
@@ -16,7 +16,7 @@ import tensorflow as tf
 tf.compat.v1.disable_eager_execution()
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-sys.path.insert(0, sys.argv[1])  # tests/, for the numpy reference
+sys.path.insert(0, sys.argv[1])  # tests/support: the numpy reference
 import reference  # noqa: E402
 
 import cl  # noqa: E402
@@ -66,4 +66,4 @@ def main(kind):
 
 if __name__ == "__main__":
     print("RESULT " + json.dumps(main(sys.argv[2])), flush=True)
-    os._exit(0)  # see tests/graph/test_distribute.py: never close the session
+    os._exit(0)  # see tests/graph_mode/test_replicas.py: never close the session

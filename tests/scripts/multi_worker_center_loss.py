@@ -3,19 +3,17 @@ replica each): after every step both workers' tables are bitwise equal and
 follow the paper's rule on the global batch; each worker's loss uses the
 pre-update centers.
 
-Run by tests/graph/test_distribute.py as 2 processes on 127.0.0.1; argv:
-task index, comma-separated ports, the tests folder. Prints one RESULT line.
+Run by tests/graph_mode/test_replicas.py as 2 processes on 127.0.0.1; argv:
+task index, comma-separated ports, the tests/support folder. Prints one RESULT line.
 """
 
 import hashlib
 import json
-import os
 import sys
 
 import numpy as np
 
-sys.path.insert(0, sys.argv[3])  # tests/, for the numpy reference
-sys.path.insert(0, os.path.join(sys.argv[3], "scripts"))
+sys.path.insert(0, sys.argv[3])  # tests/support: the numpy reference, the script helpers
 from multi_worker import join_cluster  # noqa: E402
 from replica_batches import step_batches  # noqa: E402
 

@@ -14,7 +14,7 @@ so only the centers move). Checks, in the RESULT line:
   * the two at once, in threads, on disjoint classes: every row ends where
     its worker's own sequence of updates puts it, however they interleave.
 
-argv: the tests folder, comma-separated free ports (4). Ends with
+argv: the tests/support folder, comma-separated free ports (4). Ends with
 os._exit: in-process servers never shut down.
 """
 
@@ -26,7 +26,7 @@ import traceback
 
 import numpy as np
 
-sys.path.insert(0, sys.argv[1])
+sys.path.insert(0, sys.argv[1])  # tests/support: the numpy reference
 import reference  # noqa: E402
 import tensorflow as tf  # noqa: E402
 

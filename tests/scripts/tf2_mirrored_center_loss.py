@@ -7,8 +7,8 @@ batch; the losses and gradients use the pre-update centers; training=False
 freezes the table; bad samples raise before any copy changes; a checkpoint
 round trip restores every copy; what cannot be exact is refused.
 
-Run by tests/v2/test_tf2_distribute.py in a subprocess (logical devices must
-be set before TensorFlow initialises); argv: the tests folder. Prints one
+Run by tests/eager/test_replicas.py in a subprocess (logical devices must
+be set before TensorFlow initialises); argv: the tests/support folder. Prints one
 RESULT line.
 """
 
@@ -22,7 +22,7 @@ import tensorflow as tf
 
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-sys.path.insert(0, sys.argv[1])  # tests/, for the numpy reference
+sys.path.insert(0, sys.argv[1])  # tests/support: the numpy reference
 import reference  # noqa: E402
 
 from cl.tf2 import CenterLoss  # noqa: E402

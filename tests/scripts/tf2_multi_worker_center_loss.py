@@ -7,8 +7,8 @@ equal and follow the rule on the global batch; each worker's loss uses the
 pre-update centers. A tf.train.Checkpoint round trip (each worker saves
 to its own folder, as TF2 asks) restores the table.
 
-Run by tests/v2/test_tf2_distribute.py as 2 processes on 127.0.0.1; argv:
-task index, comma-separated ports, the tests folder. Prints one RESULT line.
+Run by tests/eager/test_replicas.py as 2 processes on 127.0.0.1; argv:
+task index, comma-separated ports, the tests/support folder. Prints one RESULT line.
 """
 
 import hashlib
@@ -19,8 +19,7 @@ import tempfile
 
 import numpy as np
 
-sys.path.insert(0, sys.argv[3])  # tests/, for the numpy reference
-sys.path.insert(0, os.path.join(sys.argv[3], "scripts"))
+sys.path.insert(0, sys.argv[3])  # tests/support: the numpy reference, the script helpers
 from multi_worker import join_cluster  # noqa: E402
 
 join_cluster(sys.argv)  # TF_CONFIG: before TensorFlow starts

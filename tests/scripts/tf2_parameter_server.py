@@ -11,8 +11,8 @@ tf.train.Checkpoint round trip restores the values (into fresh sharded
 tables, one with another shard count, and into a plain table); a
 partitioner that does not split rows is refused before anything is made.
 
-Run by tests/v2/test_tf2_parameter_server.py in a subprocess; argv: the
-tests folder. Prints one RESULT line, then leaves with os._exit (the
+Run by tests/eager/test_shards.py in a subprocess; argv: the
+tests/support folder. Prints one RESULT line, then leaves with os._exit (the
 in-process servers never shut down).
 """
 
@@ -26,7 +26,7 @@ import traceback
 import numpy as np
 
 signal.alarm(100)  # never outlive the test, whatever happens
-sys.path.insert(0, sys.argv[1])  # tests/, for the numpy reference and free_ports
+sys.path.insert(0, sys.argv[1])  # tests/support: the numpy reference, free_ports
 import reference  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from helpers import free_ports  # noqa: E402

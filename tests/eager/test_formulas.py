@@ -1,0 +1,59 @@
+"""`cl.formulas` directly on eager TensorFlow, JAX and PyTorch (each where it
+is installed), against tests/support/reference.py: the cases of
+tests/support/formula_cases.py, which tests/graph_mode/test_formulas.py runs
+as graph ops.
+"""
+
+import importlib.util
+
+import formula_cases as cases
+import numpy as np
+import pytest
+
+from cl import formulas
+
+BACKENDS = [backend for backend in (formulas.TENSORFLOW, formulas.JAX, formulas.TORCH)
+            if importlib.util.find_spec(backend) is not None]
+if not BACKENDS:
+    pytest.skip("none of TensorFlow, JAX, PyTorch is installed", allow_module_level=True)
+
+
+def to_tensor(backend, value):
+    if value is None:
+        return None
+    if backend == formulas.JAX:
+        import jax.numpy as jnp
+        return jnp.asarray(value)
+    if backend == formulas.TORCH:
+        import torch
+        return torch.as_tensor(value)
+    import tensorflow as tf
+    return tf.constant(value)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
+
+
+@pytest.mark.parametrize("name", sorted(cases.CASES))
+def test_per_sample_center_loss(backend, name):
+    labels, features, _ = cases.CASES[name]
+    table = cases.centers()
+    loss = formulas.per_sample_center_loss(to_tensor(backend, features), to_tensor(backend, table[labels]),
+                                           backend=backend)
+    cases.check_loss(np.asarray(loss), labels, features, table)
+
+
+@pytest.mark.parametrize("alpha", [cases.ALPHA, 1.0])
+@pytest.mark.parametrize("name", sorted(cases.CASES))
+def test_center_update(backend, name, alpha):
+    labels, features, weights = cases.CASES[name]
+    table = cases.centers()
+    class_ids, deltas = formulas.center_update(
+        to_tensor(backend, labels), to_tensor(backend, features), to_tensor(backend, table[labels]),
+        alpha, to_tensor(backend, weights), backend=backend)
+    cases.check_update(np.asarray(class_ids), np.asarray(deltas), labels, features, table, alpha,
+                       weights, padded=backend == formulas.JAX)
+
+
