@@ -160,7 +160,7 @@ def check_keras_model(model):
 
 # Keras 2's graph-mode compile (training_v1) builds each output's metrics in
 # `_handle_metrics` and its loss in `_prepare_total_loss`, with the model as
-# `self`. Private names: tests/graph/test_keras.py fails loudly if Keras
+# `self`. Private names: tests/graph_mode/test_compat.py fails loudly if Keras
 # renames them (evaluate would move the centers again).
 LOSS_FRAME, METRICS_FRAME = "_prepare_total_loss", "_handle_metrics"
 LOAD_H5_FRAME = "load_model_from_hdf5"

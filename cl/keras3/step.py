@@ -5,7 +5,7 @@ one replica's loss, and the layers of a model.
 
 The only module of `cl` that uses Keras's internals (`keras.src`, the
 frame of `Model.train_step`, `_flatten_layers`): when Keras changes them,
-this module fails to import or tests/v2/test_keras3.py's
+this module fails to import or tests/eager/test_keras3_step.py's
 `test_step_reads_what_keras_runs` fails.
 """
 
