@@ -45,7 +45,7 @@ class TensorFlowTable(Table):
         asserts = [checks.class_id_checks(shown, num_classes, what)[1]]
         if weights is not None:
             asserts.append(checks.weight_checks(weights, what)[1])
-        return asserts
+        return ok, asserts
 
     def after(self, check, tensor):
         if not check:
@@ -65,10 +65,10 @@ class TensorFlowTable(Table):
         # variable.value is the tf.Variable (autocast off): a ResourceGather of `ids` rows.
         return tf.gather(variable.value, ids)
 
-    def subtract(self, variable, ids, deltas):
+    def subtract(self, variable, ids, deltas, rows):
         variable.value.scatter_sub(tf.IndexedSlices(deltas, ids))
 
-    def term(self, variable, ids, features, alpha, weights, update, what):
+    def term(self, variable, ids, features, alpha, weights, update, what, mean=False):
         table = variable.value
         # A mirrored table inside its strategy (a read outside it needs no replica).
         if isinstance(table, tf.distribute.DistributedValues) and \
@@ -76,5 +76,6 @@ class TensorFlowTable(Table):
                 replicas.is_distributed(table, update, what, rules.KERAS3_ALTERNATIVE,
                                         rules.KERAS3_CREATE_HINT):
             rows, _ = replicas.read_and_update(table, ids, features, alpha, update, weights)
-            return formulas.per_sample_center_loss(features, rows), rows
-        return super().term(variable, ids, features, alpha, weights, update, what)
+            per_sample = formulas.per_sample_center_loss(features, rows)
+            return (tf.reduce_mean(per_sample) if mean else per_sample), rows
+        return super().term(variable, ids, features, alpha, weights, update, what, mean)
