@@ -63,14 +63,16 @@ class JaxTable(Table):
         return loss if check is None else loss + check
 
     def read(self, variable, ids):
-        return variable.value[ids]
+        # ids are class ids, never negative (0 where not ok): no wrapping.
+        return variable.value.at[ids].get(mode="promise_in_bounds", wrap_negative_indices=False)
 
     def subtract(self, variable, ids, deltas, rows):
         # Rows of one class add up (formulas.center_update's per-sample rows),
         # so add, never set. Under jit Keras donates the state: in place.
         # The batch's rows whole on every device first: scattered while split
         # by batch, XLA all-reduces each device's whole share of the table.
-        variable.assign(variable.value.at[replicated(ids)].add(-replicated(deltas)))
+        variable.assign(variable.value.at[replicated(ids)].add(
+            -replicated(deltas), mode="promise_in_bounds", wrap_negative_indices=False))
 
 
 def _warned(shown, weights, num_classes, what):

@@ -17,10 +17,8 @@ import keras
 from cl import rules
 
 
-def checked_labels(labels, weights, num_classes, what, backend):
-    """`(shown, ok)`, each `[batch]`: the labels as given (-1 for a one-hot
-    row naming no class), and whether each sample's label is a whole number
-    in [0, num_classes) and its weight (if `weights`) finite and >= 0."""
+def shown_labels(labels, num_classes, what, backend):
+    """The labels as given, `[batch]` (-1 for a one-hot row naming no class)."""
     labels = keras.ops.convert_to_tensor(labels)
     shape = tuple(labels.shape)
     if len(shape) == 2 and shape[1] == num_classes and num_classes > 1:
@@ -28,16 +26,22 @@ def checked_labels(labels, weights, num_classes, what, backend):
         # marker) shows as -1, refused by the range check, never class 0.
         rows = keras.ops.cast(labels, "float32")
         names_a_class = rules.row_names_a_class(rows, backend)
-        labels = keras.ops.where(names_a_class, keras.ops.argmax(rows, axis=-1), -1)
-    elif len(shape) == 2 and shape[1] == 1:
-        labels = keras.ops.reshape(labels, (-1,))
-    elif len(shape) != 1:
+        return keras.ops.where(names_a_class, keras.ops.argmax(rows, axis=-1), -1)
+    if len(shape) == 2 and shape[1] == 1:
+        return keras.ops.reshape(labels, (-1,))
+    if len(shape) != 1:
         raise ValueError(rules.LABEL_SHAPE.format(what=what, num_classes=num_classes,
                                                   shape=shape))
-    ok = rules.valid_class_ids(labels, num_classes, backend)  # False for NaN, 2.5
+    return labels
+
+
+def valid(shown, weights, num_classes, backend):
+    """Bool `[batch]`: whether each sample's label (`shown`) is a whole number
+    in [0, num_classes) and its weight (if `weights`) finite and >= 0."""
+    ok = rules.valid_class_ids(shown, num_classes, backend)  # False for NaN, 2.5
     if weights is not None:
         ok = keras.ops.logical_and(ok, rules.valid_weights(weights, backend))
-    return labels, ok
+    return ok
 
 
 def class_ids(shown, ok):

@@ -39,7 +39,8 @@ class Table:
         `[batch]` or None): int32 class ids `[batch]` (0 where not ok),
         whether each sample's label and weight are valid (None: all are,
         checked now), and what `check` returns after it."""
-        shown, ok = labels.checked_labels(given, weights, num_classes, what, self.backend)
+        shown = labels.shown_labels(given, num_classes, what, self.backend)
+        ok = labels.valid(shown, weights, num_classes, self.backend)
         ok, check = self.check(ok, shown, weights, num_classes, what)
         return labels.class_ids(shown, ok), ok, check
 

@@ -21,6 +21,7 @@ import tensorflow as tf
 from cl import formulas, rules
 from cl.backend_math import TENSORFLOW
 from cl.graph import checks, replicas
+from cl.keras3 import labels
 from cl.keras3.table import Table
 
 
@@ -39,13 +40,18 @@ class TensorFlowTable(Table):
             replicas.check_strategy(tf.distribute.get_strategy(), what,
                                     rules.KERAS3_ALTERNATIVE)
 
-    def check(self, ok, shown, weights, num_classes, what):
+    def checked(self, given, weights, num_classes, what):
         if tf.executing_eagerly():
-            return super().check(ok, shown, weights, num_classes, what)
-        asserts = [checks.class_id_checks(shown, num_classes, what)[1]]
+            return super().checked(given, weights, num_classes, what)
+        # In a graph: the asserts' own masks are the valid samples.
+        shown = labels.shown_labels(given, num_classes, what, TENSORFLOW)
+        ok, labels_assert = checks.class_id_checks(shown, num_classes, what)
+        asserts = [labels_assert]
         if weights is not None:
-            asserts.append(checks.weight_checks(weights, what)[1])
-        return ok, asserts
+            weights_ok, weights_assert = checks.weight_checks(weights, what)
+            ok = tf.logical_and(ok, weights_ok)
+            asserts.append(weights_assert)
+        return labels.class_ids(shown, ok), ok, asserts
 
     def after(self, check, tensor):
         if not check:
