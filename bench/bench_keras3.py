@@ -110,7 +110,7 @@ def bare_steps(keras, backend, num_classes):
     from cl.keras3 import CenterLoss
     layer = CenterLoss(num_classes, alpha=0.5, weight=0.01)
     layer.build([(None, DIM), (None,)])
-    to_numpy = keras.ops.convert_to_numpy
+    term_value = lambda: keras.ops.convert_to_numpy(layer.centers.value)  # noqa: E731
     if backend == "tensorflow":
         import tensorflow as tf
         table = tf.Variable(tf.zeros([num_classes, DIM]), trainable=False)
@@ -140,7 +140,8 @@ def bare_steps(keras, backend, num_classes):
     else:
         import jax
         import jax.numpy as jnp
-        state = {"floor": jnp.zeros((num_classes, DIM), jnp.float32)}
+        state = {"floor": jnp.zeros((num_classes, DIM), jnp.float32),
+                 "term": layer.centers.value}
 
         @functools.partial(jax.jit, donate_argnums=0)
         def floor_jit(table, labels, features):
@@ -156,13 +157,13 @@ def bare_steps(keras, backend, num_classes):
             state["floor"] = floor_jit(state["floor"], labels, features)
             state["floor"].block_until_ready()
 
-        def term(labels, features):
-            table, loss = term_jit(layer.centers.value, labels, features)
-            layer.centers.assign(table)
+        def term(labels, features):  # the table kept as the floor's is (no Variable.assign)
+            state["term"], loss = term_jit(state["term"], labels, features)
             loss.block_until_ready()
         floor_value = lambda: np.asarray(state["floor"])  # noqa: E731
+        term_value = lambda: np.asarray(state["term"])  # noqa: E731
     moved = {"floor": lambda: bool(np.any(floor_value() != 0)),
-             "term": lambda: bool(np.any(to_numpy(layer.centers.value) != 0))}
+             "term": lambda: bool(np.any(term_value() != 0))}
     return {"floor": floor, "term": term}, moved
 
 

@@ -43,8 +43,8 @@ class _TensorFlowMath:
     def squared_norms(self, x):
         return self.tf.reduce_sum(self.tf.square(x), axis=1)
 
-    def mean_squared_norm(self, x):
-        return self.tf.reduce_mean(self.squared_norms(x))
+    def mean_squared_norm(self, x, factor):
+        return factor * self.tf.reduce_mean(self.squared_norms(x))
 
     def stop_gradient(self, x):
         return self.tf.stop_gradient(x)
@@ -123,8 +123,8 @@ class _JaxMath:
     def squared_norms(self, x):
         return self.jnp.sum(self.jnp.square(x), axis=1)
 
-    def mean_squared_norm(self, x):
-        return self.jnp.mean(self.squared_norms(x))
+    def mean_squared_norm(self, x, factor):
+        return factor * self.jnp.mean(self.squared_norms(x))
 
     def stop_gradient(self, x):
         return self.jax.lax.stop_gradient(x)
@@ -202,9 +202,9 @@ class _TorchMath:
     def squared_norms(self, x):
         return self.torch.linalg.vecdot(x, x)  # no [batch, dim] square
 
-    def mean_squared_norm(self, x):
+    def mean_squared_norm(self, x, factor):
         flat = x.reshape(-1)
-        return self.torch.dot(flat, flat) / x.shape[0]  # one BLAS dot
+        return self.torch.dot(flat, flat) * (factor / x.shape[0])  # one BLAS dot, one scaling
 
     def stop_gradient(self, x):
         return x.detach()

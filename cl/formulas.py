@@ -112,7 +112,7 @@ def center_term(labels, features, centers_batch, alpha, weights=None, backend=TE
     """`(per_sample, deltas)`: `per_sample_center_loss(features, centers_batch)`
     (with `mean=True`, its mean over the batch instead: one reduction, no
     `[batch]` losses) and, if `update`, `center_update(..., per_sample=True)`'s
-    deltas (else None), from one difference `centers_batch - features` (a
+    deltas (else None), from one difference `features - centers_batch` (a
     [batch, dim] pass fewer than the two calls). The gradient reaches the
     features through the loss only.
 
@@ -122,20 +122,23 @@ def center_term(labels, features, centers_batch, alpha, weights=None, backend=TE
     `alpha * (c_{y_i} - x_i) / (1 + n_{y_i})`, with no masks.
     """
     m = math_of(backend)
-    diff = centers_batch - features
-    per_sample = 0.5 * (m.mean_squared_norm(diff) if mean else m.squared_norms(diff))
+    # x - c: the features' gradient passes the difference unchanged (c - x
+    # would negate it); the deltas, alpha (c - x) / ..., take -alpha.
+    diff = features - centers_batch
+    per_sample = m.mean_squared_norm(diff, 0.5) if mean else 0.5 * m.squared_norms(diff)
     if not update:
         return per_sample, None
     diff, features = m.stop_gradient(diff), m.stop_gradient(features)
     if every_sample_counts:
-        scale = alpha / (1.0 + m.class_counts(labels, diff.dtype))
+        scale = -alpha / (1.0 + m.class_counts(labels, diff.dtype))
         # No scale is 0 unless alpha is, and no feature is NaN: no mask then.
         return per_sample, m.scale_rows(diff, scale) if alpha == 0 else diff * scale[:, None]
-    return per_sample, _sample_deltas(labels, features, diff, alpha, weights, m)
+    return per_sample, _sample_deltas(labels, features, diff, -alpha, weights, m)
 
 
 def _sample_deltas(labels, features, diff, alpha, weights, m):
-    """center_update's per-sample rows; `diff` = centers_batch - features."""
+    """center_update's per-sample rows, `diff * alpha w_i / (1 + sum w)`:
+    `diff` = centers_batch - features (or its negation, with -alpha)."""
     dtype = features.dtype
     # A NaN or Inf anywhere in a row makes its sum non-finite: one pass, no
     # [batch, dim] mask.

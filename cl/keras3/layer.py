@@ -120,7 +120,7 @@ class CenterLoss(keras.layers.Layer):
         # On TensorFlow without XLA what follows waits for the label check (the
         # output, loss, gradients), and so do the optimizer's variables (not
         # `iterations`, a tensor under gradient accumulation): a refused step changes nothing.
-        if getattr(model, "optimizer", None) is not None:
+        if check is not None and getattr(model, "optimizer", None) is not None:
             self._table.hold(check, model.optimizer.variables)
         return embedding
 
