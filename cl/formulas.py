@@ -27,7 +27,7 @@ compute. They are written once against a handful of tensor primitives
 
 from cl.backend_math import JAX, TENSORFLOW, TORCH, math_of
 
-__all__ = ["JAX", "TENSORFLOW", "TORCH", "center_update", "check_alpha",
+__all__ = ["JAX", "TENSORFLOW", "TORCH", "center_term", "center_update", "check_alpha",
            "check_num_classes", "per_sample_center_loss"]
 
 
@@ -66,7 +66,7 @@ def per_sample_center_loss(features, centers_batch, backend=TENSORFLOW):
       `[batch]`, same dtype as `features`.
     """
     m = math_of(backend)
-    return 0.5 * m.sum_rows(m.square(features - centers_batch))
+    return 0.5 * m.squared_norms(features - centers_batch)
 
 
 def center_update(labels, features, centers_batch, alpha, weights=None, backend=TENSORFLOW,
@@ -100,16 +100,54 @@ def center_update(labels, features, centers_batch, alpha, weights=None, backend=
       delta of exactly 0, so scatter them with an add.
     """
     m = math_of(backend)
-    dtype = features.dtype
-    weights = m.ones_like(labels, dtype) if weights is None else m.cast(weights, dtype)
-    # A NaN or Inf anywhere in a row makes its sum non-finite: one pass, no
-    # [batch, dim] mask.
-    included = m.logical_and(m.isfinite(m.sum_rows(features)), weights > 0)
-    weights = m.where(included, weights, m.zeros_like(weights))
-    scale = alpha * weights / (1.0 + m.class_totals(labels, weights))
-    # Rows of scale 0 give 0, NaN features too (0 * NaN would be NaN).
-    deltas = m.scale_rows(centers_batch - features, scale)
+    deltas = _sample_deltas(labels, features, centers_batch - features, alpha, weights, m)
     if per_sample:
         return labels, deltas
     class_ids, sample_to_class, num_present = m.unique(labels)
     return class_ids, m.segment_sum(deltas, sample_to_class, num_present)
+
+
+def center_term(labels, features, centers_batch, alpha, weights=None, backend=TENSORFLOW,
+                update=True, every_sample_counts=False, mean=False):
+    """`(per_sample, deltas)`: `per_sample_center_loss(features, centers_batch)`
+    (with `mean=True`, its mean over the batch instead: one reduction, no
+    `[batch]` losses) and, if `update`, `center_update(..., per_sample=True)`'s
+    deltas (else None), from one difference `features - centers_batch` (a
+    [batch, dim] pass fewer than the two calls). The gradient reaches the
+    features through the loss only.
+
+    `every_sample_counts=True`: the caller checked that every sample counts
+    with weight 1 (`weights` None, every feature row finite, as
+    `center_update` decides it), so the rows are eq. 4 as written,
+    `alpha * (c_{y_i} - x_i) / (1 + n_{y_i})`, with no masks.
+    """
+    m = math_of(backend)
+    # x - c: the features' gradient passes the difference unchanged (c - x
+    # would negate it); the deltas, alpha (c - x) / ..., take -alpha.
+    diff = features - centers_batch
+    per_sample = m.mean_squared_norm(diff, 0.5) if mean else 0.5 * m.squared_norms(diff)
+    if not update:
+        return per_sample, None
+    diff, features = m.stop_gradient(diff), m.stop_gradient(features)
+    if every_sample_counts:
+        scale = -alpha / (1.0 + m.class_counts(labels, diff.dtype))
+        # No scale is 0 unless alpha is, and no feature is NaN: no mask then.
+        return per_sample, m.scale_rows(diff, scale) if alpha == 0 else diff * scale[:, None]
+    return per_sample, _sample_deltas(labels, features, diff, -alpha, weights, m)
+
+
+def _sample_deltas(labels, features, diff, alpha, weights, m):
+    """center_update's per-sample rows, `diff * alpha w_i / (1 + sum w)`:
+    `diff` = centers_batch - features (or its negation, with -alpha)."""
+    dtype = features.dtype
+    # A NaN or Inf anywhere in a row makes its sum non-finite: one pass, no
+    # [batch, dim] mask.
+    finite = m.isfinite(m.sum_rows(features))
+    if weights is None:
+        weights = m.cast(finite, dtype)
+    else:
+        weights = m.cast(weights, dtype)
+        weights = m.where(m.logical_and(finite, weights > 0), weights, m.zeros_like(weights))
+    scale = alpha * weights / (1.0 + m.class_totals(labels, weights))
+    # Rows of scale 0 give 0, NaN features too (0 * NaN would be NaN).
+    return m.scale_rows(diff, scale)

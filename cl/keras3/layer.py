@@ -18,7 +18,7 @@ import keras
 from cl import formulas, rules
 from cl.keras3 import metrics, step
 from cl.keras3.backends import math_backend, table_for
-from cl.keras3.labels import checked_ids, sample_weights
+from cl.keras3.labels import sample_weights
 
 
 def _first(inputs):
@@ -120,7 +120,7 @@ class CenterLoss(keras.layers.Layer):
         # On TensorFlow without XLA what follows waits for the label check (the
         # output, loss, gradients), and so do the optimizer's variables (not
         # `iterations`, a tensor under gradient accumulation): a refused step changes nothing.
-        if getattr(model, "optimizer", None) is not None:
+        if check is not None and getattr(model, "optimizer", None) is not None:
             self._table.hold(check, model.optimizer.variables)
         return embedding
 
@@ -140,11 +140,8 @@ class CenterLoss(keras.layers.Layer):
         self._table.hold(self._checked(labels, weights)[2], variables)
 
     def _checked(self, labels, weights):
-        """`(ids, ok, check)`: class ids, whether each sample's label and
-        weight are valid, and the table's check (see `Table.check`)."""
-        ids, shown, ok = checked_ids(labels, weights, self.num_classes, self._what,
-                                     self._table.backend)
-        return ids, ok, self._table.check(ok, shown, weights, self.num_classes, self._what)
+        """`(ids, ok, check)`: see `Table.checked`."""
+        return self._table.checked(labels, weights, self.num_classes, self._what)
 
     def _term(self, labels, embedding, weights, training):
         """`(loss, embedding, check)`: loss and embedding computed only once
@@ -161,24 +158,32 @@ class CenterLoss(keras.layers.Layer):
                                                           shape=tuple(features.shape)))
         ids, ok, check = self._checked(labels, weights)
         ids = table.after(check, ids)
-        # Where the check cannot raise (XLA, a Keras step on JAX) a bad sample
-        # reads row 0 and has weight 0: it never moves a center.
-        keep = keras.ops.cast(ok, "float32")
-        weights = keep if weights is None else keep * keras.ops.where(ok, weights, 0.0)
+        if ok is not None:
+            # Where the check cannot raise (XLA, a Keras step on JAX) a bad
+            # sample reads row 0 and has weight 0: it never moves a center.
+            keep = keras.ops.cast(ok, "float32")
+            weights = keep if weights is None else keep * keras.ops.where(ok, weights, 0.0)
         # The loss sees the pre-update centers. Frozen (layer or model
         # trainable=False) centers stay put, as BatchNormalization's statistics do.
-        per_sample, centers_batch = table.term(self.centers, ids, features, self.alpha,
-                                               weights, bool(training and self.trainable),
-                                               self._what)
+        # Every sample valid and of weight 1 (checked now): the loss's mean
+        # from one reduction, no per-sample losses.
+        mean = ok is None and weights is None
+        loss, centers_batch = table.term(self.centers, ids, features, self.alpha, weights,
+                                         bool(training and self.trainable), self._what, mean)
         if self._center_metric is not None:
-            metrics.record(self._center_metric, self, step.keras_step(False)[0], ids, ok,
-                           features, centers_batch, weights)
-        per_sample = per_sample * weights
-        # There the term also reads NaN, so the progress bar, History and
-        # TerminateOnNaN show the bad batch; no gradient reaches the NaN.
-        per_sample = keras.ops.where(ok, per_sample, float("nan"))
-        return (table.after(check, self.weight * keras.ops.mean(per_sample)),
-                table.after(check, embedding), check)
+            ones = keras.ops.ones_like(ids, dtype="float32")
+            metrics.record(self._center_metric, self, step.keras_step(False)[0], ids,
+                           ones > 0 if ok is None else ok, features, centers_batch,
+                           ones if weights is None else weights)
+        if not mean:
+            per_sample = loss if weights is None else loss * weights
+            if ok is not None:
+                # There the term also reads NaN, so the progress bar, History and
+                # TerminateOnNaN show the bad batch; no gradient reaches the NaN.
+                per_sample = keras.ops.where(ok, per_sample, float("nan"))
+            loss = table.mean(per_sample)
+        return (table.loss_after(check, self.weight * loss), table.after(check, embedding),
+                check)
 
     def compute_output_spec(self, inputs, training=None):
         # The embedding as given, dtype too (Keras's default: compute_dtype).

@@ -34,18 +34,43 @@ class Table:
     def undo(self, variable):
         """Reverts this step's update where it already ran (eager torch)."""
 
+    def checked(self, given, weights, num_classes, what):
+        """`(ids, ok, check)` for a batch's labels as `given` and `weights` (float32
+        `[batch]` or None): int32 class ids `[batch]` (0 where not ok),
+        whether each sample's label and weight are valid (None: all are,
+        checked now), and what `check` returns after it."""
+        shown = labels.shown_labels(given, num_classes, what, self.backend)
+        ok = labels.valid(shown, weights, num_classes, self.backend)
+        ok, check = self.check(ok, shown, weights, num_classes, what)
+        return labels.class_ids(shown, ok), ok, check
+
     def check(self, ok, shown, weights, num_classes, what):
-        """Raises ValueError now if a label or weight breaks a rule, and
-        returns what later work must wait for (TensorFlow graphs), else None.
-        `ok`: the valid samples; `shown`: the labels as given."""
-        host = keras.ops.convert_to_numpy
-        labels.raise_if_invalid(host(shown), None if weights is None else host(weights),
-                                num_classes, what)
-        return None
+        """`(ok, check)` for the valid samples `ok` of labels `shown` (as
+        given) and `weights`. Where the backend can raise (eagerly): raises
+        ValueError now if a label or weight breaks a rule, else returns
+        `(None, None)`, every sample valid. Elsewhere: `ok`, to mask the bad
+        samples with, and what later work must wait for (TensorFlow graphs)
+        or carry (JAX), else None."""
+        # One reduction on the device; the host reads the labels only to say
+        # what is wrong.
+        if not bool(keras.ops.all(ok)):
+            host = keras.ops.convert_to_numpy
+            labels.raise_invalid(host(shown), None if weights is None else host(weights),
+                                 num_classes, what)
+        return None, None
 
     def after(self, check, tensor):
         """`tensor`, computed only once `check` passed."""
         return tensor
+
+    def mean(self, values):
+        """The mean of `values`, `[batch]`."""
+        return keras.ops.mean(values)
+
+    def loss_after(self, check, loss):
+        """The scalar `loss`, computed only once `check` passed (and, on JAX,
+        carrying it: what keeps the check in the compiled step)."""
+        return self.after(check, loss)
 
     def hold(self, check, variables):
         """Makes every later write of `variables` in this step wait for `check`."""
@@ -54,19 +79,27 @@ class Table:
         """Rows `ids` of the table, `[batch, dim]`."""
         raise NotImplementedError
 
-    def subtract(self, variable, ids, deltas):
+    def subtract(self, variable, ids, deltas, rows):
         """`table[ids] -= deltas`, in place, adding the rows of repeated ids
-        (`formulas.center_update`'s per-sample rows)."""
+        (`formulas.center_update`'s per-sample rows); `rows`: the rows at
+        `ids` before (what an undo restores)."""
         raise NotImplementedError
 
-    def term(self, variable, ids, features, alpha, weights, update, what):
-        """`(per_sample, centers_batch)`: the per-sample loss and the rows it
-        read (pre-update); applies the update on `weights`' samples if
-        `update`. One read serves the loss, the update and the metrics."""
+    def every_sample_counts(self, features, weights):
+        """True if known now, on the host, that every sample counts with
+        weight 1 in the update (`formulas.center_term`): eager PyTorch."""
+        return False
+
+    def term(self, variable, ids, features, alpha, weights, update, what, mean=False):
+        """`(per_sample, centers_batch)`: the per-sample loss (with `mean`, its
+        mean) and the rows it read (pre-update); applies the update on
+        `weights`' samples if `update`. One read serves the loss, the update
+        and the metrics."""
         centers_batch = keras.ops.stop_gradient(self.read(variable, ids))
-        per_sample = formulas.per_sample_center_loss(features, centers_batch, self.backend)
+        loss, deltas = formulas.center_term(
+            ids, features, centers_batch, alpha, weights, self.backend, update=update,
+            every_sample_counts=update and self.every_sample_counts(features, weights),
+            mean=mean)
         if update:
-            self.subtract(variable, *formulas.center_update(
-                ids, keras.ops.stop_gradient(features), centers_batch, alpha, weights,
-                self.backend, per_sample=True))
-        return per_sample, centers_batch
+            self.subtract(variable, ids, deltas, centers_batch)
+        return loss, centers_batch

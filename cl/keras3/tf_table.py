@@ -21,6 +21,7 @@ import tensorflow as tf
 from cl import formulas, rules
 from cl.backend_math import TENSORFLOW
 from cl.graph import checks, replicas
+from cl.keras3 import labels
 from cl.keras3.table import Table
 
 
@@ -39,13 +40,18 @@ class TensorFlowTable(Table):
             replicas.check_strategy(tf.distribute.get_strategy(), what,
                                     rules.KERAS3_ALTERNATIVE)
 
-    def check(self, ok, shown, weights, num_classes, what):
+    def checked(self, given, weights, num_classes, what):
         if tf.executing_eagerly():
-            return super().check(ok, shown, weights, num_classes, what)
-        asserts = [checks.class_id_checks(shown, num_classes, what)[1]]
+            return super().checked(given, weights, num_classes, what)
+        # In a graph: the asserts' own masks are the valid samples.
+        shown = labels.shown_labels(given, num_classes, what, TENSORFLOW)
+        ok, labels_assert = checks.class_id_checks(shown, num_classes, what)
+        asserts = [labels_assert]
         if weights is not None:
-            asserts.append(checks.weight_checks(weights, what)[1])
-        return asserts
+            weights_ok, weights_assert = checks.weight_checks(weights, what)
+            ok = tf.logical_and(ok, weights_ok)
+            asserts.append(weights_assert)
+        return labels.class_ids(shown, ok), ok, asserts
 
     def after(self, check, tensor):
         if not check:
@@ -65,10 +71,10 @@ class TensorFlowTable(Table):
         # variable.value is the tf.Variable (autocast off): a ResourceGather of `ids` rows.
         return tf.gather(variable.value, ids)
 
-    def subtract(self, variable, ids, deltas):
+    def subtract(self, variable, ids, deltas, rows):
         variable.value.scatter_sub(tf.IndexedSlices(deltas, ids))
 
-    def term(self, variable, ids, features, alpha, weights, update, what):
+    def term(self, variable, ids, features, alpha, weights, update, what, mean=False):
         table = variable.value
         # A mirrored table inside its strategy (a read outside it needs no replica).
         if isinstance(table, tf.distribute.DistributedValues) and \
@@ -76,5 +82,6 @@ class TensorFlowTable(Table):
                 replicas.is_distributed(table, update, what, rules.KERAS3_ALTERNATIVE,
                                         rules.KERAS3_CREATE_HINT):
             rows, _ = replicas.read_and_update(table, ids, features, alpha, update, weights)
-            return formulas.per_sample_center_loss(features, rows), rows
-        return super().term(variable, ids, features, alpha, weights, update, what)
+            per_sample = formulas.per_sample_center_loss(features, rows)
+            return (tf.reduce_mean(per_sample) if mean else per_sample), rows
+        return super().term(variable, ids, features, alpha, weights, update, what, mean)
