@@ -279,3 +279,32 @@ def test_xla_bad_labels_and_weights_read_nan_and_are_left_out(rng):
         expected = reference.update_centers(y[good], x[good], expected, ALPHA, w[good])
         np.testing.assert_allclose(center.centers.numpy(), expected, rtol=1e-5, atol=1e-6)
     assert np.all(np.isfinite(center.centers.numpy()))
+
+
+def test_traced_step_has_few_ops(rng):
+    """Issue 24 item 6: the ops of one CenterLoss call traced in a
+    tf.function, counted, never timed: at most 44 besides constants and
+    placeholders (42 since the per-sample update; 60 before it, with 2 `If`
+    guards and two segment sums), no conditional, one gather and one
+    scatter of the rows, one segment sum. The traced call then follows the
+    reference."""
+    import collections
+    b, c, d = 64, 1000, 16
+    center = CenterLoss(c, d, alpha=ALPHA)
+    step = tf.function(lambda labels, features: center(labels, features))
+    graph = step.get_concrete_function(tf.TensorSpec([b], tf.int32),
+                                       tf.TensorSpec([b, d], tf.float32)).graph
+    traced = [op.type for op in graph.get_operations() if op.type not in ("Const", "Placeholder")]
+    kinds = collections.Counter(traced)
+    assert len(traced) <= 44, (len(traced), kinds.most_common())
+    assert not kinds["If"] + kinds["StatelessIf"], kinds
+    assert (kinds["ResourceGather"], kinds["ResourceScatterSub"], kinds["UnsortedSegmentSum"]) \
+        == (1, 1, 1), kinds
+    start = rng.normal(size=(c, d)).astype("float32")
+    center.centers.assign(start)
+    y = rng.integers(0, 20, b).astype("int32")
+    x = rng.normal(size=(b, d)).astype("float32")
+    np.testing.assert_allclose(step(tf.constant(y), tf.constant(x)).numpy(),
+                               reference.center_loss(y, x, start.astype("float64")), rtol=1e-5)
+    np.testing.assert_allclose(center.centers.numpy(), reference.update_centers(y, x, start, ALPHA),
+                               rtol=1e-5, atol=1e-6)
