@@ -17,6 +17,11 @@ JAX_STAMP := $(JAX_VENV)/.installed-jax
 # TensorFlow's C++ start-up chatter hides the output that matters.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# pytest-xdist: WORKERS processes, each test file whole in one of them (its
+# module fixtures and its eager or graph mode). Most of a test's time is
+# Python building graphs on one core; WORKERS=0 runs in this process.
+WORKERS ?= 2
+PYTEST = -m pytest -n $(WORKERS) --dist loadfile
 
 .PHONY: help venv venv-jax test test-jax test-torch selftest lint demo bench gpu-check examples dist-check check clean
 
@@ -60,15 +65,15 @@ venv-jax: $(JAX_STAMP)
 # means a broken set-up.
 # Where Keras 3 is pinned (TF 2.21, JAX), its tests must not skip for want of it.
 test: venv
-	@$(BIN)/python -m pytest tests/graph_mode; graph=$$?; \
-	CL_REQUIRE_KERAS3=$(if $(filter 2.15,$(TF)),,1) $(BIN)/python -m pytest tests/eager; eager=$$?; \
+	@$(BIN)/python $(PYTEST) tests/graph_mode; graph=$$?; \
+	CL_REQUIRE_KERAS3=$(if $(filter 2.15,$(TF)),,1) $(BIN)/python $(PYTEST) tests/eager; eager=$$?; \
 	test $$graph -eq 0 && test $$eager -eq 0
 
 test-jax: venv-jax
-	CL_REQUIRE_KERAS3=1 KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest tests/eager
+	CL_REQUIRE_KERAS3=1 KERAS_BACKEND=jax $(JAX_VENV)/bin/python $(PYTEST) tests/eager
 
 test-torch: venv-jax
-	CL_REQUIRE_KERAS3=1 KERAS_BACKEND=torch $(JAX_VENV)/bin/python -m pytest tests/eager
+	CL_REQUIRE_KERAS3=1 KERAS_BACKEND=torch $(JAX_VENV)/bin/python $(PYTEST) tests/eager
 
 selftest: venv
 	$(BIN)/python -m cl
