@@ -1,4 +1,9 @@
-"""`import cl` stays free of TensorFlow; the lazy names resolve where they did."""
+"""`import cl` stays free of TensorFlow; the lazy names resolve where they did;
+docs/api.md names every public name."""
+
+import ast
+import pathlib
+import re
 
 import pytest
 from helpers import run_python
@@ -48,3 +53,26 @@ def test_h5py_is_installed_with_cl():
                 if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "setup")
     requires, = [ast.literal_eval(k.value) for k in call.keywords if k.arg == "install_requires"]
     assert any(r.split(">")[0].split("=")[0].strip() == "h5py" for r in requires), requires
+
+
+def test_api_reference_names_every_public_name():
+    """Issue 23 item 2: docs/api.md lists every name of `cl.__all__` (import
+    cl loads no framework), `cl.keras3.__all__` (read from the source: no
+    Keras 3 needed) and cl.tf2's CenterLoss, each as a table row of its own."""
+    import cl
+    root = pathlib.Path(__file__).resolve().parents[2]
+
+    def public(module):
+        tree = ast.parse((root / module).read_text())
+        (names,) = [node.value for node in tree.body if isinstance(node, ast.Assign)
+                    and any(getattr(t, "id", None) == "__all__" for t in node.targets)]
+        return ast.literal_eval(names)
+
+    page = (root / "docs" / "api.md").read_text()
+    rows = set(re.findall(r"^\| `(?:[A-Za-z0-9_]+\.)*([A-Za-z_][A-Za-z0-9_]*)", page, re.M))
+    # The first row of the settings names NUM_CLASSES, ALPHA, LAMBDA, UPDATE_ON together.
+    rows |= set(re.findall(r"`([A-Z_]+) = ", page))
+    expected = set(cl.__all__) | set(public("cl/keras3/__init__.py")) | {"CenterLoss"}
+    assert "class CenterLoss" in (root / "cl" / "tf2.py").read_text()
+    missing = sorted(expected - rows - {"__version__"})
+    assert not missing, f"docs/api.md has no row for {missing}"
