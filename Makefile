@@ -17,11 +17,12 @@ JAX_STAMP := $(JAX_VENV)/.installed-jax
 # TensorFlow's C++ start-up chatter hides the output that matters.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
-# pytest-xdist: WORKERS processes, each test file whole in one of them (its
-# module fixtures and its eager or graph mode). Most of a test's time is
-# Python building graphs on one core; WORKERS=0 runs in this process.
+# pytest-xdist: WORKERS processes sharing the tests (an idle worker takes
+# tests queued for the other, so neither waits at the end); each sets its
+# own eager or graph mode from its directory's conftest. Most of a test's
+# time is Python building graphs on one core; WORKERS=0 runs in this process.
 WORKERS ?= 2
-PYTEST = -m pytest -n $(WORKERS) --dist loadfile
+PYTEST = -m pytest -n $(WORKERS) --dist worksteal
 
 .PHONY: help venv venv-jax test test-jax test-torch selftest lint demo bench gpu-check examples dist-check check clean
 

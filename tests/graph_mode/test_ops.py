@@ -244,7 +244,8 @@ class TestBlogNames:
         np.testing.assert_allclose(
             got, softmax + cl.LAMBDA * reference.center_loss(y, x, centers), rtol=1e-5)
         np.testing.assert_allclose(session.run(cl.get_centers()),
-                                   reference.update_centers(y, x, centers, cl.ALPHA), rtol=1e-5)
+                                   reference.update_centers(y, x, centers, cl.ALPHA), rtol=1e-5,
+                                   atol=1e-6)
 
     def test_blog_constants(self):
         assert (cl.NUM_CLASSES, cl.ALPHA, cl.LAMBDA) == (240, 0.6, 0.0005)

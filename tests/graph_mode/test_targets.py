@@ -75,7 +75,7 @@ class TestMixedPrecisionLabels:
         features = model.predict(x)
         model.fit(x, y, batch_size=3, verbose=0)
         want = reference.update_centers(y, features, np.zeros((5002, 2)), 0.5)
-        np.testing.assert_allclose(session().run(center.centers), want, rtol=1e-5)
+        np.testing.assert_allclose(session().run(center.centers), want, rtol=1e-5, atol=1e-6)
         assert set(np.flatnonzero(np.any(want != 0, axis=1))) == {2049, 4097, 5001}
 
 
