@@ -3,11 +3,12 @@ and for TF2 and Keras 3 (TensorFlow, JAX and PyTorch backends).
 
 Drop-in for the blog's `cl.py`: the same public names, with the paper's math,
 per-sample losses, reuse in one graph, guarded labels and NaN-safe centers.
-Layers, imports pointing down: `cl.formulas` (the math), `cl.compat`
-(framework internals), `cl.settings` (NUM_CLASSES...), `cl.checkpoints`
-(read_centers, on-disk names); the TF1 graph primitives in `cl.graph`; the
-blog's names in `cl.ops`; the front-ends `cl.keras2`, `cl.distribute`
-(TF1 towers), `cl.tf2` and `cl.keras3`.
+Layers, imports pointing down (the full map, which the tests enforce, is
+docs/design.md): `cl.formulas` (the paper's math) over `cl.backend_math`,
+`cl.rules` (every label rule and refusal message), `cl.compat`,
+`cl.settings`, `cl.checkpoints`; the TensorFlow primitives in `cl.graph`;
+the blog's names in `cl.ops`; the front-ends `cl.keras2`, `cl.towers` (TF1
+towers; `cl.distribute` is its old name), `cl.tf2` and `cl.keras3`.
 
 Everything but the constants loads on first use, so `import cl` imports no
 TensorFlow: `cl.keras3` runs with Keras 3 on JAX without it installed.
