@@ -39,13 +39,11 @@ help:
 	@echo "make examples  run every legacy_examples/ script"
 	@echo "make dist-check  build sdist + wheel, twine check, install the wheel[tf] in a fresh venv, python -m cl"
 
-# --no-compile: Python compiles the modules it imports on first use;
-# byte-compiling every file of TensorFlow up front only costs set-up time.
 $(STAMP): $(REQUIREMENTS) requirements/dev.txt setup.py pyproject.toml
 	@test -f $(REQUIREMENTS) || { echo "TF=$(TF): no $(REQUIREMENTS); use TF=2.21 or TF=2.15"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q --no-compile -r $(REQUIREMENTS) -r requirements/dev.txt
+	$(BIN)/pip install -q -r $(REQUIREMENTS) -r requirements/dev.txt
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
@@ -54,7 +52,7 @@ venv: $(STAMP)
 $(JAX_STAMP): requirements/jax.txt requirements/dev.txt setup.py pyproject.toml
 	$(PYTHON) -m venv $(JAX_VENV)
 	$(JAX_VENV)/bin/pip install -q --upgrade pip
-	$(JAX_VENV)/bin/pip install -q --no-compile -r requirements/jax.txt -r requirements/dev.txt
+	$(JAX_VENV)/bin/pip install -q -r requirements/jax.txt -r requirements/dev.txt
 	$(JAX_VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
