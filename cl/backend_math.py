@@ -97,10 +97,6 @@ class _TensorFlowMath:
         totals = self.tf.math.unsorted_segment_sum(weights, sample_to_class, self.tf.size(labels))
         return self.tf.gather(totals, sample_to_class)
 
-    def class_counts(self, labels, dtype):
-        _, sample_to_class, counts = self.tf.unique_with_counts(labels)
-        return self.tf.cast(self.tf.gather(counts, sample_to_class), dtype)
-
     def scale_rows(self, rows, scale):
         # 0 where scale is 0, whatever the row holds (NaN, Inf).
         return self.tf.math.multiply_no_nan(rows, scale[:, None])
@@ -177,10 +173,6 @@ class _JaxMath:
         # [batch, batch] comparisons: static shapes, no sort, one fused op.
         same = labels[:, None] == labels[None, :]
         return self.jnp.sum(self.jnp.where(same, weights[None, :], 0), axis=1)
-
-    def class_counts(self, labels, dtype):
-        same = labels[:, None] == labels[None, :]
-        return self.jnp.sum(same, axis=1, dtype=dtype)
 
     def scale_rows(self, rows, scale):
         return self.jnp.where((scale != 0)[:, None], rows * scale[:, None], 0)
@@ -259,13 +251,6 @@ class _TorchMath:
         _, sample_to_class = self.torch.unique(labels, return_inverse=True)
         totals = weights.new_zeros(labels.shape[0]).index_add_(0, sample_to_class, weights)
         return totals[sample_to_class]
-
-    def class_counts(self, labels, dtype):
-        if self.torch.compiler.is_compiling():
-            return (labels[:, None] == labels[None, :]).sum(1).to(dtype)
-        _, sample_to_class, counts = self.torch.unique(labels, return_inverse=True,
-                                                       return_counts=True)
-        return counts.to(dtype)[sample_to_class]
 
     def scale_rows(self, rows, scale):
         if self.torch.compiler.is_compiling():

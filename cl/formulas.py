@@ -28,7 +28,7 @@ compute. They are written once against a handful of tensor primitives
 from cl.backend_math import JAX, TENSORFLOW, TORCH, math_of
 
 __all__ = ["JAX", "TENSORFLOW", "TORCH", "center_term", "center_update", "check_alpha",
-           "check_num_classes", "per_sample_center_loss"]
+           "check_num_classes", "class_deltas", "counted_weights", "per_sample_center_loss"]
 
 
 def check_alpha(alpha):
@@ -99,16 +99,42 @@ def center_update(labels, features, centers_batch, alpha, weights=None, backend=
       static under jit); the padding rows repeat a class of the batch with a
       delta of exactly 0, so scatter them with an add.
     """
-    m = math_of(backend)
-    deltas = _sample_deltas(labels, features, centers_batch - features, alpha, weights, m)
+    counted = counted_weights(features, weights, backend)
     if per_sample:
-        return labels, deltas
+        return labels, _scaled_rows(labels, centers_batch - features, alpha, counted,
+                                    math_of(backend))
+    return class_deltas(labels, centers_batch - features, counted, alpha, backend)
+
+
+def counted_weights(features, weights=None, backend=TENSORFLOW):
+    """The weight each sample counts with in `center_update`: `weights` (1
+    where None), 0 where the sample's features are not all finite (NaN/Inf,
+    or a row sum that overflows) or its weight is not > 0. Float `[batch]`,
+    the features' dtype."""
+    m = math_of(backend)
+    dtype = features.dtype
+    # A NaN or Inf anywhere in a row makes its sum non-finite: one pass, no
+    # [batch, dim] mask.
+    finite = m.isfinite(m.sum_rows(features))
+    if weights is None:
+        return m.cast(finite, dtype)
+    weights = m.cast(weights, dtype)
+    return m.where(m.logical_and(finite, weights > 0), weights, m.zeros_like(weights))
+
+
+def class_deltas(labels, differences, counted, alpha, backend=TENSORFLOW):
+    """`center_update`'s per-class `(ids, deltas)` from the samples'
+    `differences` (`centers_batch - features`, `[batch, dim]`) and `counted`
+    (`counted_weights(features, weights)`): what replicas exchange to apply
+    one global batch's update, each reading only its own samples' rows."""
+    m = math_of(backend)
+    deltas = _scaled_rows(labels, differences, alpha, counted, m)
     class_ids, sample_to_class, num_present = m.unique(labels)
     return class_ids, m.segment_sum(deltas, sample_to_class, num_present)
 
 
 def center_term(labels, features, centers_batch, alpha, weights=None, backend=TENSORFLOW,
-                update=True, every_sample_counts=False, mean=False):
+                update=True, counts=None, mean=False):
     """`(per_sample, deltas)`: `per_sample_center_loss(features, centers_batch)`
     (with `mean=True`, its mean over the batch instead: one reduction, no
     `[batch]` losses) and, if `update`, `center_update(..., per_sample=True)`'s
@@ -116,9 +142,10 @@ def center_term(labels, features, centers_batch, alpha, weights=None, backend=TE
     [batch, dim] pass fewer than the two calls). The gradient reaches the
     features through the loss only.
 
-    `every_sample_counts=True`: the caller checked that every sample counts
-    with weight 1 (`weights` None, every feature row finite, as
-    `center_update` decides it), so the rows are eq. 4 as written,
+    `counts`: float `[batch]`, n_{y_i} (how many of the batch's samples are
+    of sample i's class), given by a caller that checked that every sample
+    counts with weight 1 (`weights` None, every feature row finite, as
+    `center_update` decides it): the rows are then eq. 4 as written,
     `alpha * (c_{y_i} - x_i) / (1 + n_{y_i})`, with no masks.
     """
     m = math_of(backend)
@@ -128,26 +155,19 @@ def center_term(labels, features, centers_batch, alpha, weights=None, backend=TE
     per_sample = m.mean_squared_norm(diff, 0.5) if mean else 0.5 * m.squared_norms(diff)
     if not update:
         return per_sample, None
-    diff, features = m.stop_gradient(diff), m.stop_gradient(features)
-    if every_sample_counts:
-        scale = -alpha / (1.0 + m.class_counts(labels, diff.dtype))
+    diff = m.stop_gradient(diff)
+    if counts is not None:
+        scale = -alpha / (1.0 + counts)
         # No scale is 0 unless alpha is, and no feature is NaN: no mask then.
         return per_sample, m.scale_rows(diff, scale) if alpha == 0 else diff * scale[:, None]
-    return per_sample, _sample_deltas(labels, features, diff, -alpha, weights, m)
+    counted = counted_weights(m.stop_gradient(features), weights, backend)
+    return per_sample, _scaled_rows(labels, diff, -alpha, counted, m)
 
 
-def _sample_deltas(labels, features, diff, alpha, weights, m):
+def _scaled_rows(labels, diff, alpha, weights, m):
     """center_update's per-sample rows, `diff * alpha w_i / (1 + sum w)`:
-    `diff` = centers_batch - features (or its negation, with -alpha)."""
-    dtype = features.dtype
-    # A NaN or Inf anywhere in a row makes its sum non-finite: one pass, no
-    # [batch, dim] mask.
-    finite = m.isfinite(m.sum_rows(features))
-    if weights is None:
-        weights = m.cast(finite, dtype)
-    else:
-        weights = m.cast(weights, dtype)
-        weights = m.where(m.logical_and(finite, weights > 0), weights, m.zeros_like(weights))
+    `diff` = centers_batch - features (or its negation, with -alpha), `weights`
+    counted_weights'."""
     scale = alpha * weights / (1.0 + m.class_totals(labels, weights))
     # Rows of scale 0 give 0, NaN features too (0 * NaN would be NaN).
     return m.scale_rows(diff, scale)

@@ -10,13 +10,16 @@ MultiWorkerMirroredStrategy), in each replica:
   1. read the batch's rows from this replica's own copy of the table (a
      sparse ResourceGather on the local handle: `tf.gather` of the mirrored
      variable would first copy the whole [C, D] table);
-  2. all-gather labels, features and weights across replicas (dense
-     [B, D] tensors: O(B*D) bytes per step whatever C is, and collective ops
-     that also work across workers, where merge_call sees only local replicas);
-  3. compute `formulas.center_update` once on the gathered global batch, on
+  2. compute this replica's samples' differences c_{y_i} - x_i (from those
+     rows) and the weight each counts with (`formulas.counted_weights`);
+  3. all-gather labels, differences and counted weights across replicas
+     (dense [B, D] tensors: O(B*D) bytes per step whatever C is, and
+     collective ops that also work across workers, where merge_call sees
+     only local replicas): no replica reads another's rows again;
+  4. compute `formulas.class_deltas` once on the gathered global batch, on
      the host CPU so that every replica computes the same bits (GPU segment
      sums add in a run-dependent order);
-  4. scatter those deltas into this replica's own copy, after this replica's
+  5. scatter those deltas into this replica's own copy, after this replica's
      reads (each replica reads and writes only its own copy, so the loss
      always sees the pre-update centers).
 
@@ -137,24 +140,26 @@ def read_and_update(centers, labels, features, alpha, training, weights=None):
     if training is False:
         return rows, None
 
+    # Each replica sends its samples' labels, differences c - x (from its
+    # own copy's rows: the copies are equal) and counted weights; every
+    # replica then applies the global batch's update to its copy without
+    # reading the other replicas' rows.
     dtype = features.dtype
-    context = tf.distribute.get_replica_context()
-    local_batch = [tf.cast(labels, tf.int64), tf.stop_gradient(features)]
+    features = tf.stop_gradient(features)
     if weights is not None:
-        local_batch.append(tf.cast(tf.stop_gradient(weights), dtype))
-    global_batch = context.all_gather(local_batch, axis=0)
-    global_labels, global_features = global_batch[:2]
-    global_weights = global_batch[2] if weights is not None else None
-    global_rows = read_rows(handle, global_labels)
+        weights = tf.cast(tf.stop_gradient(weights), dtype)
+    context = tf.distribute.get_replica_context()
+    global_labels, global_differences, global_counted = context.all_gather(
+        [tf.cast(labels, tf.int64), tf.cast(rows, dtype) - features,
+         formulas.counted_weights(features, weights)], axis=0)
 
     def update():
         # (A tf.function's captured handle may carry no device; the copy does.)
         with tf.device(_host_cpu(handle.device or centers.device)):
-            class_ids, deltas = formulas.center_update(
-                global_labels, global_features, tf.cast(global_rows, dtype),
-                alpha, global_weights)
-        # Write this copy only after this replica's reads of it.
-        with tf.control_dependencies([rows, global_rows]):
+            class_ids, deltas = formulas.class_deltas(
+                global_labels, global_differences, global_counted, alpha)
+        # Write this copy only after this replica's read of it.
+        with tf.control_dependencies([rows]):
             scatter = tf.raw_ops.ResourceScatterSub(
                 resource=handle, indices=class_ids,
                 updates=tf.cast(deltas, tf.float32))

@@ -85,11 +85,6 @@ class Table:
         `ids` before (what an undo restores)."""
         raise NotImplementedError
 
-    def every_sample_counts(self, features, weights):
-        """True if known now, on the host, that every sample counts with
-        weight 1 in the update (`formulas.center_term`): eager PyTorch."""
-        return False
-
     def term(self, variable, ids, features, alpha, weights, update, what, mean=False):
         """`(per_sample, centers_batch)`: the per-sample loss (with `mean`, its
         mean) and the rows it read (pre-update); applies the update on
@@ -98,7 +93,6 @@ class Table:
         centers_batch = keras.ops.stop_gradient(self.read(variable, ids))
         loss, deltas = formulas.center_term(
             ids, features, centers_batch, alpha, weights, self.backend, update=update,
-            every_sample_counts=update and self.every_sample_counts(features, weights),
             mean=mean)
         if update:
             self.subtract(variable, ids, deltas, centers_batch)

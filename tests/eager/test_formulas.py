@@ -57,3 +57,29 @@ def test_center_update(backend, name, alpha):
                        weights, padded=backend == formulas.JAX)
 
 
+
+
+@pytest.mark.parametrize("name", sorted(cases.CASES))
+def test_class_deltas_from_the_parts_replicas_send(backend, name):
+    """What replicas exchange (cl.graph.replicas): each part of the batch's
+    differences c - x and counted weights, gathered, gives center_update's
+    deltas; a weight counts only where its row is finite and it is > 0."""
+    labels, features, weights = cases.CASES[name]
+    table = cases.centers()
+    half = len(labels) // 2
+    differences, counted = [], []
+    for part in (slice(0, half), slice(half, None)):
+        part_weights = None if weights is None else to_tensor(backend, weights[part])
+        counted.append(np.asarray(formulas.counted_weights(
+            to_tensor(backend, features[part]), part_weights, backend=backend)))
+        differences.append(table[labels[part]] - features[part])
+    counted = np.concatenate(counted)
+    finite = np.all(np.isfinite(features), axis=1)
+    given = np.ones(len(labels)) if weights is None else weights
+    np.testing.assert_array_equal(counted, np.where(finite & (given > 0), given, 0))
+    assert counted.dtype == features.dtype
+    class_ids, deltas = formulas.class_deltas(
+        to_tensor(backend, labels), to_tensor(backend, np.concatenate(differences)),
+        to_tensor(backend, counted), cases.ALPHA, backend=backend)
+    cases.check_update(np.asarray(class_ids), np.asarray(deltas), labels, features, table,
+                       cases.ALPHA, weights, padded=backend == formulas.JAX)

@@ -43,8 +43,9 @@ def test_torch_compile_refuses_the_plain_layer(rng, weighted):
                     "test_keras3_metrics reads the step's graph)")
 def test_torch_step_touches_only_the_batch_rows(rng):
     """Cost flat in C: in a torch training step, only index_select (the B
-    rows read) and index_add_ (the k rows written) touch the table, and
-    nothing of the step is O(C)."""
+    rows read) and index_add_ (the B rows written) touch the table, the
+    table's [C] count vector only through the same two O(batch) ops (and
+    holds zeros after the step), and nothing else of the step is O(C)."""
     from torch.utils._python_dispatch import TorchDispatchMode
     classes = 100_000
     x_in, y_in = keras.Input((D,)), keras.Input((), dtype="int32")
@@ -54,7 +55,9 @@ def test_torch_step_touches_only_the_batch_rows(rng):
     x, y = next(batches(rng, 1))
     model.train_on_batch([x, y], y)
     table = layer.centers.value
-    touching, big = [], []
+    counting = layer._table._counting[id(layer.centers)]
+    assert tuple(counting.shape) == (classes,)
+    touching, counted, big = [], [], []
 
     class Spy(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -62,6 +65,8 @@ def test_torch_step_touches_only_the_batch_rows(rng):
             tensors = [t for t in keras.tree.flatten((args, kwargs, out)) if hasattr(t, "data_ptr")]
             if any(t.data_ptr() == table.data_ptr() for t in tensors):
                 touching.append(func.__name__)
+            elif any(t.data_ptr() == counting.data_ptr() for t in tensors):
+                counted.append(func.__name__)
             elif any(t.numel() >= classes for t in tensors):
                 big.append(func.__name__)
             return out
@@ -70,6 +75,8 @@ def test_torch_step_touches_only_the_batch_rows(rng):
     with Spy():
         model.train_on_batch([x, y], y)
     assert sorted(set(touching)) == ["index_add_.default", "index_select.default"], touching
+    assert sorted(set(counted)) == ["index_add_.default", "index_select.default"], counted
     assert not big, big
+    assert not counting.any()
     np.testing.assert_allclose(centers_of(layer), reference.update_centers(y, x, before, ALPHA),
                                rtol=1e-5, atol=1e-6)
