@@ -83,11 +83,11 @@ def test_other_strategies_refused(report):
 
 
 def test_each_replica_reads_its_batch_rows_once(report):
-    """Issue 22 item 1: in a training call each replica reads its copy of the
-    table once for its own batch's rows (the loss and the metrics use those)
-    and once for the global batch's (the update of cl.graph.replicas, as in
-    cl.tf2), then scatters once; the loss's rows are not read a second time."""
-    assert report["table_ops"] == [["ResourceGather", "ResourceGather", "ResourceScatterSub"]] * 2
+    """Issue 22 item 1, issue 24: in a training call each replica reads its
+    copy of the table once, its own batch's rows (the loss, the metrics and
+    the differences it sends the other replicas use those: no read of the
+    global batch's rows), then scatters once."""
+    assert report["table_ops"] == [["ResourceGather", "ResourceScatterSub"]] * 2
 
 
 @pytest.mark.skipif(not TF, reason="tf.distribute is TensorFlow's")
