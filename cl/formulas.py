@@ -99,11 +99,11 @@ def center_update(labels, features, centers_batch, alpha, weights=None, backend=
       static under jit); the padding rows repeat a class of the batch with a
       delta of exactly 0, so scatter them with an add.
     """
+    differences = centers_batch - features
     counted = counted_weights(features, weights, backend)
     if per_sample:
-        return labels, _scaled_rows(labels, centers_batch - features, alpha, counted,
-                                    math_of(backend))
-    return class_deltas(labels, centers_batch - features, counted, alpha, backend)
+        return labels, _scaled_rows(labels, differences, alpha, counted, math_of(backend))
+    return class_deltas(labels, differences, counted, alpha, backend)
 
 
 def counted_weights(features, weights=None, backend=TENSORFLOW):

@@ -23,7 +23,7 @@ class TorchTable(Table):
 
     def __init__(self):
         self._rows_before = {}  # id(variable): (ids, rows) of its last update
-        self._counting = {}  # id(variable): float32 [num_classes] zeros (known_counts)
+        self._counting = None  # float32 [num_classes] zeros (_known_counts)
 
     def term(self, variable, ids, features, alpha, weights, update, what, mean=False):
         # Table.term's steps, the table's tensor read once (Variable.value
@@ -33,7 +33,7 @@ class TorchTable(Table):
         rows = torch.index_select(table, 0, ids).detach()
         loss, deltas = formulas.center_term(
             ids, features, rows, alpha, weights, TORCH, update=update,
-            counts=self._known_counts(variable, table, ids, features, weights) if update else None,
+            counts=self._known_counts(table, ids, features, weights) if update else None,
             mean=mean)
         if update:
             self._subtract(variable, table, ids, deltas, rows)
@@ -75,7 +75,7 @@ class TorchTable(Table):
     def mean(self, values):
         return values.mean()  # keras.ops.mean: 15 us more a call, dtype bookkeeping
 
-    def _known_counts(self, variable, table, ids, features, weights):
+    def _known_counts(self, table, ids, features, weights):
         """`formulas.center_term`'s `counts`, or None: eager, no weights, and
         every feature row's sum finite (their total is: a non-finite row sum
         makes it non-finite; an overflow of the total alone only takes the
@@ -86,10 +86,11 @@ class TorchTable(Table):
         # The batch's labels counted into a zero [num_classes] vector kept
         # for the table, read at the labels, counted out again (exactly 0):
         # three O(batch) ops; torch.unique's sort costs 3-4x as much.
-        counting = self._counting.get(id(variable))
+        # (One table per layer, so one vector; remade if the table changed.)
+        counting = self._counting
         if counting is None or counting.shape[0] != table.shape[0] or \
                 counting.device != table.device:
-            counting = self._counting[id(variable)] = table.new_zeros(table.shape[0])
+            counting = self._counting = table.new_zeros(table.shape[0])
         ones = features.new_ones(ids.shape[0])
         counts = counting.index_add_(0, ids, ones).index_select(0, ids)
         counting.index_add_(0, ids, ones, alpha=-1)
