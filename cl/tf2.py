@@ -133,8 +133,8 @@ class CenterLoss(tf.Module):
             tf.where(valid, weights, tf.zeros_like(weights))
         nan = tf.constant(float("nan"), compute_dtype)
         if distributed:
-            # Every replica's update waits for the all-gather, which waits for
-            # every replica's checks: a bad sample anywhere changes no copy.
+            # Every replica's update waits for the global batch's deltas, which
+            # wait for every replica's checks: a bad sample anywhere changes no copy.
             per_sample = replicas.center_loss(self.centers, labels, features, self.alpha,
                                               training, update_weights, update_on=None)
             return tf.where(valid, per_sample, nan)

@@ -12,13 +12,16 @@ MultiWorkerMirroredStrategy), in each replica:
      variable would first copy the whole [C, D] table);
   2. compute this replica's samples' differences c_{y_i} - x_i (from those
      rows) and the weight each counts with (`formulas.counted_weights`);
-  3. all-gather labels, differences and counted weights across replicas
-     (dense [B, D] tensors: O(B*D) bytes per step whatever C is, and
-     collective ops that also work across workers, where merge_call sees
-     only local replicas): no replica reads another's rows again;
-  4. compute `formulas.class_deltas` once on the gathered global batch, on
-     the host CPU so that every replica computes the same bits (GPU segment
-     sums add in a run-dependent order);
+  3. bring labels, differences and counted weights together (dense
+     [B, D] tensors: O(B*D) bytes per step whatever C is): no replica
+     reads another's rows again;
+  4. compute `formulas.class_deltas` on the global batch, on the host CPU
+     (GPU segment sums add in a run-dependent order). MirroredStrategy (one
+     worker: every replica in one process) hands the parts to one merge_call
+     that computes the deltas once for all replicas, one tensor every copy
+     receives; across workers, where merge_call sees only the local
+     replicas, each replica all-gathers the parts (collective ops) and
+     computes the same bits on its worker's CPU;
   5. scatter those deltas into this replica's own copy, after this replica's
      reads (each replica reads and writes only its own copy, so the loss
      always sees the pre-update centers).
@@ -45,6 +48,10 @@ TABLE_OPTIONS = dict(aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
 
 GRAPH_ALTERNATIVE = "or cl.TowerCenterLoss without a strategy"
 GRAPH_CREATE_HINT = " (or let center_loss create it inside strategy.run)"
+
+
+# Strategies whose merge_call sees every replica (one process).
+_ONE_WORKER = (tf.distribute.MirroredStrategy, tf.compat.v1.distribute.MirroredStrategy)
 
 
 def _supported_strategies():
@@ -125,9 +132,9 @@ def read_and_update(centers, labels, features, alpha, training, weights=None):
 
     Called inside `strategy.run` once `is_distributed` said so, with checked
     labels and features already in their compute dtype. `training` is
-    None/True (update), False (read only) or a bool tensor; the all-gather
-    runs either way, because collectives inside a `tf.cond` fail, and only
-    this replica's scatter is gated. The rows serve the caller's loss (and
+    None/True (update), False (read only) or a bool tensor; the merge or
+    all-gather runs either way (neither may run inside a `tf.cond`), and
+    only this replica's scatter is gated. The rows serve the caller's loss (and
     Keras 3's metrics): nothing reads them again.
     """
     if tf.distribute.in_cross_replica_context():
@@ -140,7 +147,7 @@ def read_and_update(centers, labels, features, alpha, training, weights=None):
     if training is False:
         return rows, None
 
-    # Each replica sends its samples' labels, differences c - x (from its
+    # Each replica gives its samples' labels, differences c - x (from its
     # own copy's rows: the copies are equal) and counted weights; every
     # replica then applies the global batch's update to its copy without
     # reading the other replicas' rows.
@@ -148,16 +155,24 @@ def read_and_update(centers, labels, features, alpha, training, weights=None):
     features = tf.stop_gradient(features)
     if weights is not None:
         weights = tf.cast(tf.stop_gradient(weights), dtype)
+    parts = [tf.cast(labels, tf.int64), tf.cast(rows, dtype) - features,
+             formulas.counted_weights(features, weights)]
+    # (A tf.function's captured handle may carry no device; the copy does.)
+    host = _host_cpu(handle.device or centers.device)
     context = tf.distribute.get_replica_context()
-    global_labels, global_differences, global_counted = context.all_gather(
-        [tf.cast(labels, tf.int64), tf.cast(rows, dtype) - features,
-         formulas.counted_weights(features, weights)], axis=0)
+    if isinstance(tf.distribute.get_strategy(), _ONE_WORKER):
+        def global_deltas(strategy, *per_replica):  # once, for every replica
+            with tf.device(host):
+                return formulas.class_deltas(
+                    *[tf.concat(strategy.experimental_local_results(part), axis=0)
+                      for part in per_replica], alpha)
+        class_ids, deltas = context.merge_call(global_deltas, args=parts)
+    else:
+        global_parts = context.all_gather(parts, axis=0)
+        with tf.device(host):
+            class_ids, deltas = formulas.class_deltas(*global_parts, alpha)
 
     def update():
-        # (A tf.function's captured handle may carry no device; the copy does.)
-        with tf.device(_host_cpu(handle.device or centers.device)):
-            class_ids, deltas = formulas.class_deltas(
-                global_labels, global_differences, global_counted, alpha)
         # Write this copy only after this replica's read of it.
         with tf.control_dependencies([rows]):
             scatter = tf.raw_ops.ResourceScatterSub(
@@ -188,5 +203,5 @@ def center_loss(centers, labels, features, alpha, training, weights=None,
     if updated is None or update_on is None:
         return per_sample(features)
     # Every replica's gradient (and, by default, loss) waits for the update,
-    # so each replica runs its all-gather in every training step.
+    # so each replica gives its parts to the update in every training step.
     return ties.tie(per_sample, features, updated, update_on)

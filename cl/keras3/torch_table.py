@@ -22,13 +22,16 @@ class TorchTable(Table):
     backend = TORCH
 
     def __init__(self):
-        self._rows_before = {}  # id(variable): (ids, rows) of its last update
-        self._counting = None  # float32 [num_classes] zeros (_known_counts)
+        # One table per layer, so one of each: (ids, rows) before this step's
+        # update (what `undo` restores), and the float32 [num_classes]
+        # zeros `_known_counts` counts in.
+        self._rows_before = None
+        self._counting = None
 
     def term(self, variable, ids, features, alpha, weights, update, what, mean=False):
         # Table.term's steps, the table's tensor read once (Variable.value
         # costs a few us a call, as does keras.ops.stop_gradient).
-        self._rows_before.pop(id(variable), None)
+        self._rows_before = None
         table = variable.value
         rows = torch.index_select(table, 0, ids).detach()
         loss, deltas = formulas.center_term(
@@ -42,7 +45,7 @@ class TorchTable(Table):
     def undo(self, variable):
         """Restores the rows this step's update changed (eager: it already
         ran when a second labelled call of the step is refused)."""
-        saved = self._rows_before.pop(id(variable), None)
+        saved, self._rows_before = self._rows_before, None
         if saved is not None:
             ids, rows = saved
             with torch.no_grad():
@@ -86,7 +89,7 @@ class TorchTable(Table):
         # The batch's labels counted into a zero [num_classes] vector kept
         # for the table, read at the labels, counted out again (exactly 0):
         # three O(batch) ops; torch.unique's sort costs 3-4x as much.
-        # (One table per layer, so one vector; remade if the table changed.)
+        # (Remade if the table's size or device changed.)
         counting = self._counting
         if counting is None or counting.shape[0] != table.shape[0] or \
                 counting.device != table.device:
@@ -111,5 +114,5 @@ class TorchTable(Table):
             variable.assign(table.index_add(0, ids, deltas, alpha=-1))
             return
         with torch.no_grad():
-            self._rows_before[id(variable)] = (ids, rows)
+            self._rows_before = (ids, rows)
             table.index_add_(0, ids, deltas, alpha=-1)

@@ -14,7 +14,7 @@ import json
 import re
 
 import pytest
-from helpers import SUPPORT, result_of, run_python, run_workers, script
+from helpers import SUPPORT, once_per_run, result_of, run_python, run_workers, script
 
 pytest.importorskip("tensorflow")
 
@@ -27,10 +27,12 @@ REFUSED_STRATEGY = ("does not support CentralStorageStrategy (2 replicas): its r
 
 
 
-@pytest.fixture(scope="module")
-def mirrored():
-    done = run_python(script("tf2_mirrored_center_loss"), SUPPORT, timeout=240)
-    return result_of(done.stdout, done.stderr)
+@pytest.fixture(scope="session")
+def mirrored(tmp_path_factory):
+    def produce(_):
+        done = run_python(script("tf2_mirrored_center_loss"), SUPPORT, timeout=240)
+        return result_of(done.stdout, done.stderr)
+    return once_per_run(tmp_path_factory, "tf2_mirrored_center_loss", produce)
 
 
 def test_mirrored_copies_bitwise_equal_and_follow_the_global_batch(mirrored):

@@ -11,7 +11,7 @@ tests below assert on its RESULT.
 import re
 
 import pytest
-from helpers import SUPPORT, result_of, run_python, script
+from helpers import SUPPORT, once_per_run, result_of, run_python, script
 
 pytest.importorskip("tensorflow")
 
@@ -20,10 +20,12 @@ CENTER_TOLERANCE, LOSS_TOLERANCE = 1e-5, 1e-4
 PS = ["/job:ps/replica:0/task:0/device:CPU:0", "/job:ps/replica:0/task:1/device:CPU:0"]
 
 
-@pytest.fixture(scope="module")
-def report():
-    done = run_python(script("tf2_parameter_server"), SUPPORT, timeout=120)
-    found = result_of(done.stdout, done.stderr)
+@pytest.fixture(scope="session")
+def report(tmp_path_factory):
+    def produce(_):
+        done = run_python(script("tf2_parameter_server"), SUPPORT, timeout=120)
+        return result_of(done.stdout, done.stderr)
+    found = once_per_run(tmp_path_factory, "tf2_parameter_server", produce)
     assert found["errors"] == {}, found["errors"]
     return found
 

@@ -4,11 +4,12 @@ The files are made by the graph-mode API in a subprocess (graph mode is a
 process-wide switch), once per session, with the values each table held.
 """
 
+import pathlib
 import shutil
 
 import numpy as np
 import pytest
-from helpers import run_python
+from helpers import once_per_run, run_python
 
 tf = pytest.importorskip("tensorflow")
 import cl  # noqa: E402
@@ -60,12 +61,13 @@ print("WROTE", center.centers.name)
 """
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def old_files(tmp_path_factory):
-    out = tmp_path_factory.mktemp("old")
-    result = run_python(WRITE_OLD_FILES, str(out))
-    assert "WROTE" in result.stdout, result.stdout[-2000:] + result.stderr[-3000:]
-    return out
+    def produce(out):
+        result = run_python(WRITE_OLD_FILES, str(out))
+        assert "WROTE" in result.stdout, result.stdout[-2000:] + result.stderr[-3000:]
+        return str(out)
+    return pathlib.Path(once_per_run(tmp_path_factory, "old_tf_files", produce))
 
 
 def test_saver_checkpoint(old_files):

@@ -18,7 +18,7 @@ import pytest
 import reference
 import tensorflow as tf
 from conftest import keras
-from helpers import SUPPORT, free_ports, result_of, run_python, script
+from helpers import SUPPORT, free_ports, once_per_run, result_of, run_python, script
 
 import cl
 from cl import compat
@@ -372,11 +372,13 @@ def test_tf1_towers_refuse_a_restored_table_of_another_shape(tmp_path):
 
 # TF1 parameter servers: ps:0, ps:1 and two workers in one process.
 
-@pytest.fixture(scope="module")
-def result():
-    ports = ",".join(map(str, free_ports(4)))
-    done = run_python(script("parameter_servers"), SUPPORT, ports, timeout=240)
-    return result_of(done.stdout, done.stderr)
+@pytest.fixture(scope="session")
+def result(tmp_path_factory):
+    def produce(_):
+        ports = ",".join(map(str, free_ports(4)))
+        done = run_python(script("parameter_servers"), SUPPORT, ports, timeout=240)
+        return result_of(done.stdout, done.stderr)
+    return once_per_run(tmp_path_factory, "parameter_servers", produce)
 
 
 def test_shards_live_round_robin_on_the_ps_tasks(result):

@@ -28,6 +28,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 sys.path.insert(0, sys.argv[1])  # tests/support: the numpy reference
 import keras  # noqa: E402
 import reference  # noqa: E402
+import update_ops  # noqa: E402
 
 from cl.keras3 import CenterLoss, CenterLossModel  # noqa: E402
 
@@ -159,21 +160,23 @@ def one_device():
 
 
 def table_ops(strategy):
-    """Per copy of the table, the ops of one training call of the layer in
-    strategy.run that take that copy's handle."""
+    """Of one training call of the layer in strategy.run: per copy of the
+    table, the ops that take that copy's handle ("per_copy"); the update's
+    `update_ops.counts`, and those of one update built alone ("one_update")."""
     with strategy.scope():
         layer = CenterLoss(C, alpha=ALPHA, name="center")
         layer.build([(None, D), (None,)])
     step = tf.function(lambda x, y: strategy.run(lambda a, b: layer([a, b], training=True),
                                                  args=(x, y)))
     graph = step.get_concrete_function(tf.TensorSpec((B, D)), tf.TensorSpec((B,), tf.int32)).graph
-    ops = []
+    per_copy = []
     for copy in layer.centers.value.values:
         handle = {internal.ref() for external, internal in graph.captures
                   if external is copy.handle}
-        ops.append(sorted(op.type for op in graph.get_operations()
-                          if any(t.ref() in handle for t in op.inputs)))
-    return ops
+        per_copy.append(sorted(op.type for op in graph.get_operations()
+                               if any(t.ref() in handle for t in op.inputs)))
+    return dict(update_ops.counts(graph.get_operations()), per_copy=per_copy,
+                one_update=update_ops.one_update())
 
 
 def main():

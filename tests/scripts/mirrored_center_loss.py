@@ -20,6 +20,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 sys.path.insert(0, sys.argv[1])  # tests/support: the numpy reference, the script helpers
 import reference  # noqa: E402
 import replica_batches  # noqa: E402
+import update_ops  # noqa: E402
 
 import cl  # noqa: E402
 
@@ -64,6 +65,8 @@ def scenario(kind):
             plain, weighted = run(replica_fn)
             tables = [cl.get_centers(), cl.get_centers("weighted")]
             reads = dense_reads(graph, tables)
+            # (the plain table's update is in a cond branch, another graph)
+            built = update_ops.counts(graph.get_operations(), "weighted/")
             losses = [strategy.experimental_local_results(t) for t in (plain, weighted)]
             rng = np.random.default_rng(0)
             start = rng.normal(size=(C, D)).astype(np.float32)
@@ -72,7 +75,8 @@ def scenario(kind):
         session.run(tf.compat.v1.global_variables_initializer())
         session.run(assign)
     expected = [start.astype(np.float64)] * 2
-    report = dict(dense_reads=reads, aggregation=tables[0].aggregation.name,
+    report = dict(dense_reads=reads, update_ops=built, one_update=update_ops.one_update(),
+                  aggregation=tables[0].aggregation.name,
                   copies_equal=True, center_dev=0.0, loss_dev=0.0, frozen_when_off=True,
                   untouched_rows_equal=True)
     last = start

@@ -13,6 +13,11 @@ import socket
 import subprocess
 import sys
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: each pytest process runs the program itself
+    fcntl = None
+
 SUPPORT = os.path.dirname(os.path.abspath(__file__))
 TESTS = os.path.dirname(SUPPORT)
 ROOT = os.path.dirname(TESTS)
@@ -47,6 +52,23 @@ def result_of(stdout, stderr):
     lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, f"no result; stdout tail:\n{stdout[-2000:]}\nstderr tail:\n{stderr[-3000:]}"
     return json.loads(lines[-1][len("RESULT "):])
+
+
+def once_per_run(tmp_path_factory, name, produce):
+    """`produce()`'s JSON result, computed once for the whole pytest run:
+    pytest-xdist's workers share it through a file (a module-scoped fixture
+    would rerun a subprocess program in each worker, and again whenever a
+    worker's queue leaves the module and comes back). `produce` gets a
+    folder of its own to write files into."""
+    shared = tmp_path_factory.getbasetemp().parent  # the same for every worker
+    folder, saved = shared / name, shared / f"{name}.json"
+    with open(shared / f"{name}.lock", "w") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if not saved.exists():
+            folder.mkdir(exist_ok=True)
+            saved.write_text(json.dumps(produce(folder)))
+        return json.loads(saved.read_text())
 
 
 def free_ports(count):
