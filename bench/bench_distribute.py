@@ -11,6 +11,13 @@ for each front-end:
   keras3_tf cl.keras3.CenterLoss (TF backend) called in strategy.run inside a
             tf.function; skipped, with the reason, where the layer refuses
             to build under MirroredStrategy
+  keras3_jax cl.keras3.CenterLoss.term (JAX backend) in one jax.jit step on a
+            batch split over 2 forced host devices, the table replicated
+            (what keras.distribution.DataParallel gives the layer: XLA
+            partitions the global batch's update); local is the floor's
+            update per device in a shard_map (no communication). Runs in
+            the JAX environment (--jax-python); skipped, with the reason,
+            where there is none
 and reports the median of the per-round ratios synced / local at each C.
 
 Every (front-end, C) pair runs in a process of its own, one after the other,
@@ -37,7 +44,8 @@ from pathlib import Path
 import goals
 
 B, D, ALPHA = 256, 512, 0.5
-FRONT_ENDS = ("graph", "tf2", "keras3_tf")
+FRONT_ENDS = ("graph", "tf2", "keras3_tf", "keras3_jax")
+JAX_PYTHON = ".venv-jax/bin/python"  # make venv-jax
 
 WARMUP = 3
 
@@ -126,8 +134,68 @@ def keras3_synced(tf, num_classes):
     return replica_fn
 
 
+def jax_steps(num_classes):
+    """keras3_jax's {"synced": step, "local": step}; each step generates its
+    batch (2B samples, B per device) in the step, as the TF rows do."""
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    os.environ["KERAS_BACKEND"] = "jax"
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+    import keras
+    import numpy as np
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from cl import formulas
+    from cl.keras3 import CenterLoss
+    devices = jax.devices()[:2]
+    mesh = Mesh(np.array(devices), ("batch",))
+    # As under fit: the layer sees the running distribution (it makes the
+    # batch's rows whole on every device before the scatter).
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+    layer = CenterLoss(num_classes, alpha=ALPHA, weight=0.01)
+    layer.build([(None, D), (None,)])
+
+    def batch(key, size):
+        label_key, feature_key = jax.random.split(key)
+        return (jax.random.randint(label_key, [size], 0, num_classes),
+                jax.random.normal(feature_key, [size, D]))
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def synced(table, key):
+        split = NamedSharding(mesh, P("batch"))
+        labels, features = (jax.lax.with_sharding_constraint(t, split) for t in batch(key, 2 * B))
+        with keras.StatelessScope(state_mapping=[(layer.centers, table)]) as scope:
+            loss = layer.term(labels, features, training=True)
+        return scope.get_current_value(layer.centers), loss
+
+    def local_update(table, key):  # on each device: its own copy, its own batch
+        labels, features = batch(key, B)
+        rows = table[labels]
+        ids, deltas = formulas.center_update(labels, features, rows, ALPHA, backend=formulas.JAX)
+        loss = formulas.per_sample_center_loss(features, rows, formulas.JAX)
+        return table.at[ids].add(-deltas), loss
+    local = jax.jit(jax.shard_map(local_update, mesh=mesh, in_specs=(P(), P()),
+                                  out_specs=(P(), P("batch")), check_vma=False),
+                    donate_argnums=0)
+    tables = {variant: jax.device_put(jnp.zeros((num_classes, D)), NamedSharding(mesh, P()))
+              for variant in ("synced", "local")}
+    key = jax.random.PRNGKey(0)
+
+    def step(variant, function):
+        tables[variant], loss = function(tables[variant], key)
+        loss.block_until_ready()
+    return {"synced": functools.partial(step, "synced", synced),
+            "local": functools.partial(step, "local", local)}
+
+
 def measure_one(front_end, num_classes, steps):
     """Runs in its own process: returns the row, or raises Skip."""
+    if front_end == "keras3_jax":
+        return dict(front_end=front_end, classes=num_classes,
+                    times=timed(jax_steps(num_classes), steps))
     if front_end == "keras3_tf":
         os.environ["KERAS_BACKEND"] = "tensorflow"
     import tensorflow as tf
@@ -149,6 +217,11 @@ def measure_one(front_end, num_classes, steps):
                 raise
             raise Skip(f"cl.keras3.CenterLoss refuses the step under MirroredStrategy: "
                        f"{type(error).__name__}: {str(error).splitlines()[0]}") from None
+    return dict(front_end=front_end, classes=num_classes, times=timed(run, steps))
+
+
+def timed(run, steps):
+    """`{variant: [seconds per step]}`, the variants stepped in turn."""
     times = {variant: [] for variant in run}
     for round_ in range(steps + WARMUP):
         for variant, step in run.items():  # alternate, so load hits both alike
@@ -156,7 +229,7 @@ def measure_one(front_end, num_classes, steps):
             step()
             if round_ >= WARMUP:
                 times[variant].append(time.perf_counter() - start)
-    return dict(front_end=front_end, classes=num_classes, times=times)
+    return times
 
 
 def summarise(front_end, num_classes, passes):
@@ -194,6 +267,8 @@ def main():
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--passes", type=int, default=2,
                         help="processes per (front-end, C), run in ABBA order and pooled")
+    parser.add_argument("--jax-python", default=JAX_PYTHON,
+                        help="the JAX environment's python, for keras3_jax")
     parser.add_argument("--one", choices=FRONT_ENDS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -206,9 +281,13 @@ def main():
         # C alike, and the growth 10^3 -> 10^5 is cl's, not the load's.
         order = [c for i in range(args.passes) for c in (classes if i % 2 == 0 else classes[::-1])]
         times, skipped = {c: [] for c in classes}, False
+        python = args.jax_python if front_end == "keras3_jax" else sys.executable
+        if not Path(python).exists():
+            print(f"{front_end}: skipped: no {python} (make venv-jax)", flush=True)
+            continue
         for num_classes in order:
             result = subprocess.run(
-                [sys.executable, __file__, "--one", front_end, "--classes", num_classes,
+                [python, __file__, "--one", front_end, "--classes", num_classes,
                  "--steps", str(args.steps)], capture_output=True, text=True)
             lines = result.stdout.splitlines()
             found = [line for line in lines if line.startswith(("ROW ", "SKIP "))]
