@@ -135,8 +135,7 @@ def keras3_synced(tf, num_classes):
 
 
 def jax_steps(num_classes):
-    """keras3_jax's {"synced": step, "local": step}; each step generates its
-    batch (2B samples, B per device) in the step, as the TF rows do."""
+    """keras3_jax's {"synced": step, "local": step}."""
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
     os.environ["KERAS_BACKEND"] = "jax"
     import functools
@@ -158,34 +157,32 @@ def jax_steps(num_classes):
     layer = CenterLoss(num_classes, alpha=ALPHA, weight=0.01)
     layer.build([(None, D), (None,)])
 
-    def batch(key, size):
-        label_key, feature_key = jax.random.split(key)
-        return (jax.random.randint(label_key, [size], 0, num_classes),
-                jax.random.normal(feature_key, [size, D]))
+    # The batch given, split by samples (2B, B per device): generated in
+    # the step, XLA would draw all 2B on each device and keep its half.
+    rng = np.random.default_rng(0)
+    split = NamedSharding(mesh, P("batch"))
+    labels = jax.device_put(rng.integers(0, num_classes, 2 * B).astype("int32"), split)
+    features = jax.device_put(rng.normal(size=(2 * B, D)).astype("float32"), split)
 
     @functools.partial(jax.jit, donate_argnums=0)
-    def synced(table, key):
-        split = NamedSharding(mesh, P("batch"))
-        labels, features = (jax.lax.with_sharding_constraint(t, split) for t in batch(key, 2 * B))
+    def synced(table, labels, features):
         with keras.StatelessScope(state_mapping=[(layer.centers, table)]) as scope:
             loss = layer.term(labels, features, training=True)
         return scope.get_current_value(layer.centers), loss
 
-    def local_update(table, key):  # on each device: its own copy, its own batch
-        labels, features = batch(key, B)
+    def local_update(table, labels, features):  # on each device: its own copy, its own B
         rows = table[labels]
         ids, deltas = formulas.center_update(labels, features, rows, ALPHA, backend=formulas.JAX)
         loss = formulas.per_sample_center_loss(features, rows, formulas.JAX)
         return table.at[ids].add(-deltas), loss
-    local = jax.jit(jax.shard_map(local_update, mesh=mesh, in_specs=(P(), P()),
+    local = jax.jit(jax.shard_map(local_update, mesh=mesh, in_specs=(P(), P("batch"), P("batch")),
                                   out_specs=(P(), P("batch")), check_vma=False),
                     donate_argnums=0)
     tables = {variant: jax.device_put(jnp.zeros((num_classes, D)), NamedSharding(mesh, P()))
               for variant in ("synced", "local")}
-    key = jax.random.PRNGKey(0)
 
     def step(variant, function):
-        tables[variant], loss = function(tables[variant], key)
+        tables[variant], loss = function(tables[variant], labels, features)
         loss.block_until_ready()
     return {"synced": functools.partial(step, "synced", synced),
             "local": functools.partial(step, "local", local)}

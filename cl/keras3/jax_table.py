@@ -43,6 +43,17 @@ def replicated(tensor):
     return keras.distribution.distribute_tensor(tensor, layout)
 
 
+def split_by_batch(tensor):
+    """`tensor` split by samples over the running `keras.distribution`'s
+    batch axis (as the batch's inputs are), or as it is without one."""
+    distribution = keras.distribution.distribution()
+    if distribution is None or distribution.batch_dim_name is None:
+        return tensor
+    axes = [distribution.batch_dim_name] + [None] * (len(tensor.shape) - 1)
+    layout = keras.distribution.TensorLayout(axes, distribution.device_mesh)
+    return keras.distribution.distribute_tensor(tensor, layout)
+
+
 class JaxTable(Table):
     backend = JAX
 
@@ -71,8 +82,11 @@ class JaxTable(Table):
         # so add, never set. Under jit Keras donates the state: in place.
         # The batch's rows whole on every device first: scattered while split
         # by batch, XLA all-reduces each device's whole share of the table.
+        # Computed split by batch before that (as the inputs are): else XLA
+        # gathers the rows' [batch, dim] mask and products and selects after.
         variable.assign(variable.value.at[replicated(ids)].add(
-            -replicated(deltas), mode="promise_in_bounds", wrap_negative_indices=False))
+            -replicated(split_by_batch(deltas)), mode="promise_in_bounds",
+            wrap_negative_indices=False))
 
 
 def _warned(shown, weights, num_classes, what):

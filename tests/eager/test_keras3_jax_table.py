@@ -72,6 +72,14 @@ class TestDataParallel:
         # Not C, nor a quarter of C (a table split over the 4 devices).
         assert seen["largest_dimension"] < report["classes"] // 4, seen["collectives"]
 
+    @pytest.mark.parametrize("run", RUNS)
+    def test_deltas_are_the_one_batch_by_dim_value_gathered(self, report, run):
+        """Issue 24 item 4: each step gathers the batch's deltas once, and
+        no [batch, dim] mask beside them (the previous code let XLA gather
+        the mask and the products and select after: twice the bytes)."""
+        assert report[run]["row_gathers"] and set(report[run]["row_gathers"]) == {1}, \
+            report[run]["collectives"]
+
 
 class TestModelParallel:
     """Keras 3 on JAX under `keras.distribution.ModelParallel` (4 forced host

@@ -101,7 +101,11 @@ def main():
             report[f"{name}_{route}"].update(
                 compiled_steps=len(modules), collectives=sorted({f"{op} {shapes}" for op, shapes in seen}),
                 largest_dimension=max((d for _, shapes in seen for s in shapes for d in s), default=0),
-                opcodes=sorted({op for op, _ in seen}))
+                opcodes=sorted({op for op, _ in seen}),
+                # Per compiled step, its all-gathers of a [batch, dim] value.
+                row_gathers=[sum(op.removesuffix("-start") == "all-gather" and len(shapes[0]) == 2
+                                 and shapes[0][1] == D for op, shapes in collectives(path))
+                             for path in modules])
     print("RESULT " + json.dumps(report))
 
 
