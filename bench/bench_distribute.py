@@ -1,23 +1,24 @@
 """Cost of cl's cross-replica center update on 2 logical CPU replicas.
 
-Compares, per step (B=256 per replica, D=512):
-  synced    cl's exact update: all-gather, one update from the global batch,
-            the same deltas scattered into each copy (cl.graph.replicas)
+Compares, per step (B=256 per replica, D=512; each step draws its batch):
+  synced    cl's exact update: one update from the global batch, the same
+            deltas scattered into each copy (cl.graph.replicas)
   local     each replica gathers and scatters its own copy with its own
             batch, no communication: the wrong rule, the cost floor
+  draw      the batch drawn and nothing else: reported beside the ratio
+            as "less it", (synced - draw) / (local - draw) from the medians
 for each front-end:
   graph     cl.center_loss inside strategy.run, graph mode (session.run)
   tf2       cl.tf2.CenterLoss called in strategy.run inside a tf.function
   keras3_tf cl.keras3.CenterLoss (TF backend) called in strategy.run inside a
             tf.function; skipped, with the reason, where the layer refuses
             to build under MirroredStrategy
-  keras3_jax cl.keras3.CenterLoss.term (JAX backend) in one jax.jit step on a
-            batch split over 2 forced host devices, the table replicated
-            (what keras.distribution.DataParallel gives the layer: XLA
-            partitions the global batch's update); local is the floor's
+  keras3_jax cl.keras3.CenterLoss.term (JAX backend) in one jax.jit step
+            under keras.distribution.DataParallel over 2 forced host
+            devices: the batch split by samples, the table replicated, XLA
+            partitions the global batch's update; local is the floor's
             update per device in a shard_map (no communication). Runs in
-            the JAX environment (--jax-python); skipped, with the reason,
-            where there is none
+            the JAX environment (--jax-python); skipped where there is none
 and reports the median of the per-round ratios synced / local at each C.
 
 Every (front-end, C) pair runs in a process of its own, one after the other,
@@ -27,10 +28,11 @@ processes per pair (default 2), in ABBA order over C, pooled per C, so that
 a drift of the machine's load during the run does not read as growth with C
 (seen: synced 1.57x from 10^3 to 10^5 with the local floor 1.41x in one
 single-pass run, 1.07x and 0.96x in the next). Writes a JSON list of
-{"front_end", "classes", "synced_ms", "local_ms", "ratio"} to
-OUT/distribute.json. Usage:
+{"front_end", "classes", "synced_ms", "local_ms", "draw_ms", "ratio",
+"ratio_less_draw", ...} to OUT/distribute.json. Usage:
   .venv/bin/python bench/bench_distribute.py [--out out/bench]
-      [--front-ends graph,tf2,keras3_tf] [--classes 1000,100000] [--steps 30] [--passes 2]
+      [--front-ends graph,tf2,keras3_tf,keras3_jax] [--classes 1000,100000] [--steps 30]
+      [--passes 2] [--jax-python .venv-jax/bin/python]
 """
 
 import argparse
@@ -52,6 +54,16 @@ WARMUP = 3
 
 class Skip(Exception):
     """This front-end cannot run here; the message says why."""
+
+
+def draw_fn(tf, num_classes):
+    """One replica's batch drawn and nothing else: what every step of the TF
+    rows spends before the update (reported, to read the ratios without it)."""
+    def replica_fn():
+        labels = tf.random.uniform([B], 0, num_classes, tf.int32)
+        features = tf.random.normal([B, D])
+        return features[:, 0] + tf.cast(labels, tf.float32)
+    return replica_fn
 
 
 def local_step_fn(tf, centers, num_classes):
@@ -84,7 +96,8 @@ def graph_steps(tf, strategy, num_classes):
 
         local = table.centers_variable(num_classes, D, "local")
         ops = {}
-        for variant, fn in (("synced", synced_fn), ("local", local_step_fn(tf, local, num_classes))):
+        for variant, fn in (("synced", synced_fn), ("local", local_step_fn(tf, local, num_classes)),
+                            ("draw", draw_fn(tf, num_classes))):
             out = strategy.run(fn)
             ops[variant] = tf.group(strategy.experimental_local_results(out))
         session = tf.compat.v1.Session(graph=graph)
@@ -98,7 +111,8 @@ def eager_steps(tf, strategy, make_synced_fn, num_classes):
         synced_fn = make_synced_fn()
         local = tf.Variable(tf.zeros([num_classes, D]), trainable=False, name="local")
     steps = {}
-    for variant, fn in (("synced", synced_fn), ("local", local_step_fn(tf, local, num_classes))):
+    for variant, fn in (("synced", synced_fn), ("local", local_step_fn(tf, local, num_classes)),
+                        ("draw", draw_fn(tf, num_classes))):
         @tf.function
         def step(fn=fn):
             return strategy.experimental_local_results(strategy.run(fn))
@@ -157,35 +171,50 @@ def jax_steps(num_classes):
     layer = CenterLoss(num_classes, alpha=ALPHA, weight=0.01)
     layer.build([(None, D), (None,)])
 
-    # The batch given, split by samples (2B, B per device): generated in
-    # the step, XLA would draw all 2B on each device and keep its half.
-    rng = np.random.default_rng(0)
+    # Each step draws its batch, as the TF rows do: 2B samples split by
+    # samples (each device draws its half: jax_threefry_partitionable), or B
+    # per device with the device's own key.
     split = NamedSharding(mesh, P("batch"))
-    labels = jax.device_put(rng.integers(0, num_classes, 2 * B).astype("int32"), split)
-    features = jax.device_put(rng.normal(size=(2 * B, D)).astype("float32"), split)
+
+    def batch(key, size):
+        label_key, feature_key = jax.random.split(key)
+        return (jax.random.randint(label_key, [size], 0, num_classes),
+                jax.random.normal(feature_key, [size, D]))
+
+    def global_batch(key):
+        return [jax.lax.with_sharding_constraint(t, split) for t in batch(key, 2 * B)]
 
     @functools.partial(jax.jit, donate_argnums=0)
-    def synced(table, labels, features):
+    def synced(table, key):
+        labels, features = global_batch(key)
         with keras.StatelessScope(state_mapping=[(layer.centers, table)]) as scope:
             loss = layer.term(labels, features, training=True)
         return scope.get_current_value(layer.centers), loss
 
-    def local_update(table, labels, features):  # on each device: its own copy, its own B
+    def local_update(table, key):  # on each device: its own copy, its own B
+        labels, features = batch(jax.random.fold_in(key, jax.lax.axis_index("batch")), B)
         rows = table[labels]
         ids, deltas = formulas.center_update(labels, features, rows, ALPHA, backend=formulas.JAX)
         loss = formulas.per_sample_center_loss(features, rows, formulas.JAX)
         return table.at[ids].add(-deltas), loss
-    local = jax.jit(jax.shard_map(local_update, mesh=mesh, in_specs=(P(), P("batch"), P("batch")),
+    local = jax.jit(jax.shard_map(local_update, mesh=mesh, in_specs=(P(), P()),
                                   out_specs=(P(), P("batch")), check_vma=False),
                     donate_argnums=0)
+
+    @jax.jit
+    def draw(key):
+        labels, features = global_batch(key)
+        return features[:, 0] + labels
     tables = {variant: jax.device_put(jnp.zeros((num_classes, D)), NamedSharding(mesh, P()))
               for variant in ("synced", "local")}
+    key = jax.random.PRNGKey(0)
 
     def step(variant, function):
-        tables[variant], loss = function(tables[variant], labels, features)
+        tables[variant], loss = function(tables[variant], key)
         loss.block_until_ready()
     return {"synced": functools.partial(step, "synced", synced),
-            "local": functools.partial(step, "local", local)}
+            "local": functools.partial(step, "local", local),
+            "draw": lambda: draw(key).block_until_ready()}
 
 
 def measure_one(front_end, num_classes, steps):
@@ -232,12 +261,17 @@ def timed(run, steps):
 def summarise(front_end, num_classes, passes):
     """One row from the passes' per-round times, pooled."""
     import numpy as np
-    synced = np.concatenate([p["synced"] for p in passes])
-    local = np.concatenate([p["local"] for p in passes])
+    synced, local, draw = (np.concatenate([p[variant] for p in passes])
+                           for variant in ("synced", "local", "draw"))
+    medians = {name: 1e3 * float(np.median(times))
+               for name, times in (("synced", synced), ("local", local), ("draw", draw))}
     return dict(front_end=front_end, classes=num_classes,
-                synced_ms=1e3 * float(np.median(synced)), local_ms=1e3 * float(np.median(local)),
-                ratio=float(np.median(synced / local)), passes=len(passes),
-                rounds=int(synced.size))
+                synced_ms=medians["synced"], local_ms=medians["local"], draw_ms=medians["draw"],
+                ratio=float(np.median(synced / local)),
+                # What the update and its exchange cost, the batch's drawing left out.
+                ratio_less_draw=(medians["synced"] - medians["draw"])
+                / (medians["local"] - medians["draw"]),
+                passes=len(passes), rounds=int(synced.size))
 
 
 def child(args):
@@ -251,8 +285,9 @@ def child(args):
 
 def figures(rows):
     """One line per front-end and C, the goals after them (bench/goals.py)."""
-    lines = [f"{r['front_end']:<9} C={r['classes']:>6}: synced {r['synced_ms']:7.2f} ms, local "
-             f"{r['local_ms']:7.2f} ms, synced/local {r['ratio']:.2f}x" for r in rows]
+    lines = [f"{r['front_end']:<10} C={r['classes']:>6}: synced {r['synced_ms']:7.2f} ms, local "
+             f"{r['local_ms']:7.2f} ms, synced/local {r['ratio']:.2f}x; drawing the batch "
+             f"{r['draw_ms']:5.2f} ms, less it {r['ratio_less_draw']:.2f}x" for r in rows]
     return lines + [""] + goals.report("distribute.json", rows)
 
 
