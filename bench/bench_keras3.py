@@ -17,8 +17,10 @@ Every ratio is the median of per-round ratios of steps taken in turn.
    constants would let a compiler fold the label checks away).
 2. The whole Keras step with the layer against the same model without it:
    an MLP (128 -> 256 relu -> 128 embedding -> C = 1000 logits, softmax
-   cross-entropy, SGD), B = 256, `train_on_batch`, both models stepped in
-   turn.
+   cross-entropy, SGD), B = 256, `train_on_batch`, the models stepped in
+   turn; for reference the same model with a layer that only passes the
+   embedding through (Keras's own cost of one more layer) and with the
+   floor's layer (its gather + scatter, no loss).
 3. Growth with C: models `base` (an embedding layer and a 1-unit head),
    `cl` (the same with the layer) and `floor` (with a layer doing only the
    floor's gather + scatter in the step), at each C; a dense read of the
@@ -90,14 +92,29 @@ def growth_model(keras, num_classes, variant):
     return model, layer
 
 
-def fit_model(keras, with_layer):
-    """The MLP of the fit-step row, with or without the layer."""
+def passthrough_layer(keras):
+    """A layer called on `[embedding, labels]` that returns the embedding:
+    what Keras itself spends on one more two-input layer in the step."""
+    class Passthrough(keras.layers.Layer):
+        def call(self, inputs):
+            return inputs[0]
+    return Passthrough()
+
+
+def fit_model(keras, variant):
+    """The MLP of the fit-step row: "without" a layer on its embedding,
+    "with" the CenterLoss layer, or for reference a "passthrough" layer or
+    the "floor" layer (the term's gather + scatter, no loss, no checks)."""
     from cl.keras3 import CenterLoss
     x, y = keras.Input((FIT_INPUTS,)), keras.Input((), dtype="int32")
     hidden = keras.layers.Dense(FIT_HIDDEN, activation="relu")(x)
     embedding = keras.layers.Dense(FIT_DIM)(hidden)
-    if with_layer:
-        embedding = CenterLoss(FIT_CLASSES, alpha=0.5, weight=0.01)([embedding, y])
+    layer = {"with": lambda: CenterLoss(FIT_CLASSES, alpha=0.5, weight=0.01),
+             "passthrough": lambda: passthrough_layer(keras),
+             "floor": lambda: floor_layer(keras, keras.backend.backend(), FIT_CLASSES),
+             "without": lambda: None}[variant]()
+    if layer is not None:
+        embedding = layer([embedding, y])
     model = keras.Model([x, y], keras.layers.Dense(FIT_CLASSES)(embedding))
     model.compile(keras.optimizers.SGD(1e-3),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -213,8 +230,9 @@ def main(argv=None):
     # 2. The fit step with the layer / without it.
     fit_x = rng.normal(size=(BATCH, FIT_INPUTS)).astype("float32")
     fit_y = rng.integers(0, FIT_CLASSES, BATCH).astype("int32")
-    fit_steps = {name: functools.partial(fit_model(keras, name == "with").train_on_batch,
-                                         [fit_x, fit_y], fit_y) for name in ("with", "without")}
+    fit_steps = {name: functools.partial(fit_model(keras, name).train_on_batch,
+                                         [fit_x, fit_y], fit_y)
+                 for name in ("with", "without", "passthrough", "floor")}
     fit = in_turn(fit_steps, 10 * repeats)
 
     # 1. The bare term and floor, once the models' thread pools are idle
@@ -247,6 +265,8 @@ def main(argv=None):
         rows=rows, step_ratio=large["cl_median_s"] / small["cl_median_s"],
         term_bare_over_floor=large["term_bare_over_floor"],
         fit_step_with_over_without=paired(fit, "with", "without"),
+        fit_step_passthrough_over_without=paired(fit, "passthrough", "without"),
+        fit_step_floor_over_without=paired(fit, "floor", "without"),
         fit_step=dict(batch=BATCH, inputs=FIT_INPUTS, hidden=FIT_HIDDEN, dim=FIT_DIM,
                       classes=FIT_CLASSES, rounds=len(fit["with"]),
                       with_median_s=statistics.median(fit["with"]),
@@ -269,7 +289,9 @@ def main(argv=None):
                   f"train_on_batch, {fit_row['rounds']} rounds): with the layer "
                   f"{fit_row['with_median_s'] * 1e3:.3f} ms, without "
                   f"{fit_row['without_median_s'] * 1e3:.3f} ms, with / without "
-                  f"{data['fit_step_with_over_without']:.2f}x",
+                  f"{data['fit_step_with_over_without']:.2f}x; for reference, a passthrough "
+                  f"layer / without {data['fit_step_passthrough_over_without']:.2f}x, the "
+                  f"floor layer / without {data['fit_step_floor_over_without']:.2f}x",
               f"cl step at C={large['num_classes']} / at C={small['num_classes']}: "
               f"{data['step_ratio']:.2f}x",
               f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
