@@ -14,7 +14,7 @@ import json
 import re
 
 import pytest
-from helpers import SUPPORT, once_per_run, result_of, run_python, run_workers, script
+from helpers import run_python, run_workers, script, script_result_once
 
 pytest.importorskip("tensorflow")
 
@@ -29,10 +29,7 @@ REFUSED_STRATEGY = ("does not support CentralStorageStrategy (2 replicas): its r
 
 @pytest.fixture(scope="session")
 def mirrored(tmp_path_factory):
-    def produce(_):
-        done = run_python(script("tf2_mirrored_center_loss"), SUPPORT, timeout=240)
-        return result_of(done.stdout, done.stderr)
-    return once_per_run(tmp_path_factory, "tf2_mirrored_center_loss", produce)
+    return script_result_once(tmp_path_factory, "tf2_mirrored_center_loss", timeout=240)
 
 
 def test_mirrored_copies_bitwise_equal_and_follow_the_global_batch(mirrored):

@@ -11,7 +11,7 @@ tests below assert on its RESULT.
 import re
 
 import pytest
-from helpers import SUPPORT, once_per_run, result_of, run_python, script
+from helpers import script_result_once
 
 pytest.importorskip("tensorflow")
 
@@ -22,10 +22,7 @@ PS = ["/job:ps/replica:0/task:0/device:CPU:0", "/job:ps/replica:0/task:1/device:
 
 @pytest.fixture(scope="session")
 def report(tmp_path_factory):
-    def produce(_):
-        done = run_python(script("tf2_parameter_server"), SUPPORT, timeout=120)
-        return result_of(done.stdout, done.stderr)
-    found = once_per_run(tmp_path_factory, "tf2_parameter_server", produce)
+    found = script_result_once(tmp_path_factory, "tf2_parameter_server", timeout=120)
     assert found["errors"] == {}, found["errors"]
     return found
 

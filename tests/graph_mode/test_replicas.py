@@ -14,7 +14,7 @@ folder pytest runs in, so `import cl` finds the checkout under test).
 import re
 
 import pytest
-from helpers import SUPPORT, once_per_run, result_of, run_python, run_workers, script
+from helpers import SUPPORT, result_of, run_python, run_workers, script, script_result_once
 
 # float32 rounding of the update against the float64 reference.
 TOLERANCE = 1e-5
@@ -22,10 +22,7 @@ TOLERANCE = 1e-5
 
 @pytest.fixture(scope="session")
 def mirrored(tmp_path_factory):
-    def produce(_):
-        done = run_python(script("mirrored_center_loss"), SUPPORT, timeout=300)
-        return result_of(done.stdout, done.stderr)
-    return once_per_run(tmp_path_factory, "mirrored_center_loss", produce)
+    return script_result_once(tmp_path_factory, "mirrored_center_loss")
 
 
 @pytest.mark.parametrize("kind", ["v2", "v1"])

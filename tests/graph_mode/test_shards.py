@@ -18,7 +18,7 @@ import pytest
 import reference
 import tensorflow as tf
 from conftest import keras
-from helpers import SUPPORT, free_ports, once_per_run, result_of, run_python, script
+from helpers import free_ports, script_result_once
 
 import cl
 from cl import compat
@@ -374,11 +374,8 @@ def test_tf1_towers_refuse_a_restored_table_of_another_shape(tmp_path):
 
 @pytest.fixture(scope="session")
 def result(tmp_path_factory):
-    def produce(_):
-        ports = ",".join(map(str, free_ports(4)))
-        done = run_python(script("parameter_servers"), SUPPORT, ports, timeout=240)
-        return result_of(done.stdout, done.stderr)
-    return once_per_run(tmp_path_factory, "parameter_servers", produce)
+    ports = ",".join(map(str, free_ports(4)))
+    return script_result_once(tmp_path_factory, "parameter_servers", ports, timeout=240)
 
 
 def test_shards_live_round_robin_on_the_ps_tasks(result):

@@ -71,6 +71,15 @@ def once_per_run(tmp_path_factory, name, produce):
         return json.loads(saved.read_text())
 
 
+def script_result_once(tmp_path_factory, name, *args, timeout=300):
+    """The RESULT JSON of tests/scripts/<name>.py (run with SUPPORT and
+    `args`), run once per pytest run (`once_per_run`)."""
+    def produce(_):
+        done = run_python(script(name), SUPPORT, *args, timeout=timeout)
+        return result_of(done.stdout, done.stderr)
+    return once_per_run(tmp_path_factory, name, produce)
+
+
 def free_ports(count):
     """`count` free TCP ports on 127.0.0.1."""
     sockets = [socket.socket() for _ in range(count)]
