@@ -35,21 +35,21 @@ from cl.keras3.table import Table
 def replicated(tensor):
     """`tensor` whole on every device of the running `keras.distribution`
     (as it is without one, or for None). Meant for a batch's values only."""
-    distribution = keras.distribution.distribution()
-    if tensor is None or distribution is None:
-        return tensor
-    layout = keras.distribution.TensorLayout([None] * len(tensor.shape),
-                                             distribution.device_mesh)
-    return keras.distribution.distribute_tensor(tensor, layout)
+    return _laid_out(tensor, split=False)
 
 
 def split_by_batch(tensor):
     """`tensor` split by samples over the running `keras.distribution`'s
     batch axis (as the batch's inputs are), or as it is without one."""
+    return _laid_out(tensor, split=True)
+
+
+def _laid_out(tensor, split):
     distribution = keras.distribution.distribution()
-    if distribution is None or distribution.batch_dim_name is None:
+    if tensor is None or distribution is None or \
+            (split and distribution.batch_dim_name is None):
         return tensor
-    axes = [distribution.batch_dim_name] + [None] * (len(tensor.shape) - 1)
+    axes = [distribution.batch_dim_name if split else None] + [None] * (len(tensor.shape) - 1)
     layout = keras.distribution.TensorLayout(axes, distribution.device_mesh)
     return keras.distribution.distribute_tensor(tensor, layout)
 
