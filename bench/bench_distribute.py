@@ -40,10 +40,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import goals
+from timing import in_turn
 
 B, D, ALPHA = 256, 512, 0.5
 FRONT_ENDS = ("graph", "tf2", "keras3_tf", "keras3_jax")
@@ -221,7 +221,7 @@ def measure_one(front_end, num_classes, steps):
     """Runs in its own process: returns the row, or raises Skip."""
     if front_end == "keras3_jax":
         return dict(front_end=front_end, classes=num_classes,
-                    times=timed(jax_steps(num_classes), steps))
+                    times=in_turn(jax_steps(num_classes), steps, WARMUP))
     if front_end == "keras3_tf":
         os.environ["KERAS_BACKEND"] = "tensorflow"
     import tensorflow as tf
@@ -243,19 +243,7 @@ def measure_one(front_end, num_classes, steps):
                 raise
             raise Skip(f"cl.keras3.CenterLoss refuses the step under MirroredStrategy: "
                        f"{type(error).__name__}: {str(error).splitlines()[0]}") from None
-    return dict(front_end=front_end, classes=num_classes, times=timed(run, steps))
-
-
-def timed(run, steps):
-    """`{variant: [seconds per step]}`, the variants stepped in turn."""
-    times = {variant: [] for variant in run}
-    for round_ in range(steps + WARMUP):
-        for variant, step in run.items():  # alternate, so load hits both alike
-            start = time.perf_counter()
-            step()
-            if round_ >= WARMUP:
-                times[variant].append(time.perf_counter() - start)
-    return times
+    return dict(front_end=front_end, classes=num_classes, times=in_turn(run, steps, WARMUP))
 
 
 def summarise(front_end, num_classes, passes):

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import goals
 import numpy as np
+from timing import in_turn
 
 BATCH, DIM = 256, 512
 CLASSES = (1_000, 100_000)
@@ -184,20 +185,6 @@ def bare_steps(keras, backend, num_classes):
     return {"floor": floor, "term": term}, moved
 
 
-def in_turn(steps, rounds, warmup=WARMUP):
-    """`{name: [seconds per call]}`: each callable once per round, in turn."""
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    times = {name: [] for name in steps}
-    for _ in range(rounds):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-    return times
-
-
 def paired(times, a, b):
     return statistics.median(x / y for x, y in zip(times[a], times[b]))
 
@@ -225,7 +212,7 @@ def main(argv=None):
     runs = {(c, v): growth_model(keras, c, v) for c in classes for v in VARIANTS}
     steps = {key: functools.partial(model.train_on_batch, [x, labels[key[0]]], targets)
              for key, (model, _) in runs.items()}
-    growth = in_turn(steps, repeats)
+    growth = in_turn(steps, repeats, WARMUP)
 
     # 2. The fit step with the layer / without it.
     fit_x = rng.normal(size=(BATCH, FIT_INPUTS)).astype("float32")
@@ -233,7 +220,7 @@ def main(argv=None):
     fit_steps = {name: functools.partial(fit_model(keras, name).train_on_batch,
                                          [fit_x, fit_y], fit_y)
                  for name in ("with", "without", "passthrough", "floor")}
-    fit = in_turn(fit_steps, 10 * repeats)
+    fit = in_turn(fit_steps, 10 * repeats, WARMUP)
 
     # 1. The bare term and floor, once the models' thread pools are idle
     # (small ops timed right after big ones read the pools' spinning).
@@ -243,7 +230,7 @@ def main(argv=None):
         step_of, moved = bare_steps(keras, args.backend, c)
         arguments = (convert(labels[c]), convert(x))
         times = in_turn({name: functools.partial(step, *arguments)
-                         for name, step in step_of.items()}, 10 * repeats)
+                         for name, step in step_of.items()}, 10 * repeats, WARMUP)
         bare[c] = times, {name: check() for name, check in moved.items()}
 
     rows = []

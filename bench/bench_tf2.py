@@ -14,11 +14,11 @@ import json
 import os
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import goals
 import numpy as np
+from timing import in_turn
 
 BATCH, DIM = 256, 512
 CLASSES = (1_000, 100_000)
@@ -59,15 +59,7 @@ def main():
     for num_classes in classes:
         labels = rng.integers(0, num_classes, BATCH).astype("int32")
         callables, center = steps(tf, num_classes, labels, features)
-        for step in callables.values():
-            for _ in range(WARMUP):
-                step()
-        times = {name: [] for name in callables}
-        for _ in range(repeats):
-            for name, step in callables.items():
-                start = time.perf_counter()
-                step()
-                times[name].append(time.perf_counter() - start)
+        times = in_turn(callables, repeats, WARMUP)
         rows.append(dict(
             num_classes=num_classes, batch=BATCH, dim=DIM, repeats=repeats,
             term_ms=statistics.median(times["term"]) * 1e3,
